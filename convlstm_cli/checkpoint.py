@@ -1,0 +1,131 @@
+"""Checkpoints: atomic writes, safe loads, and finding the right file in a run directory.
+
+A checkpoint is the union of the `state_dict()`s of every stateful part (model, optimizer, scheduler,
+streamer, stream state, RNG) plus the resolved config and counters, stored as tensors and plain
+values only, so `torch.load(weights_only=True)` reads it and nothing is unpickled. A file without our
+format marker — or one that needs pickled objects — is refused with a `CheckpointError`.
+
+Writes go to a temporary file in the same directory, are fsynced, then `os.replace`d over the
+target: a crash mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convlstm_cli.errors import CheckpointError
+
+FORMAT = "convlstm-cli/checkpoint/v1"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Atomically write `payload` (plus the format marker) to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return path
+
+
+def copy(src: str | Path, dst: str | Path) -> Path:
+    """Atomically copy a checkpoint file (for `best` and the keep-last-N step files)."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(dst.parent)
+    return dst
+
+
+def find(path: str | Path) -> Path:
+    """The checkpoint file for a path: a file as is; a run directory's best.pt, else last.pt."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        for cand in (p / "checkpoints" / "best.pt", p / "checkpoints" / "last.pt", p / "best.pt", p / "last.pt"):
+            if cand.is_file():
+                return cand
+        raise CheckpointError(f"{p}: no checkpoints/best.pt or checkpoints/last.pt in this directory")
+    raise CheckpointError(f"{p}: no such checkpoint file or run directory")
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only=True); CheckpointError if it is not one of ours."""
+    p = find(path)
+    try:
+        payload = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for foreign or pickled content
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else e.__class__.__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            reason = "it holds pickled Python objects, which are refused (only tensors and plain values load)"
+        raise CheckpointError(f"{p}: not a convlstm-cli checkpoint ({reason})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{p}: not a convlstm-cli checkpoint (no '{FORMAT}' marker)")
+    for key in ("model", "config"):
+        if key not in payload:
+            raise CheckpointError(f"{p}: checkpoint has no '{key}' entry")
+    return payload
+
+
+@dataclass
+class LoadedModel:
+    """A model restored for inference, with the run config it was trained with."""
+
+    model: torch.nn.Module
+    config: Any  # convlstm_cli.config.RunConfig
+    path: Path
+    step: int
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the EncoderForecaster of a checkpoint (or run directory) in eval mode on `device`."""
+    from convlstm_cli.config import from_dict
+    from convlstm_cli.errors import ConfigError
+    from convlstm_cli.model.forecaster import EncoderForecaster
+
+    p = find(path)
+    payload = load(p)
+    try:
+        cfg = from_dict(payload["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{p}: its config is invalid ({e})") from None
+    model = EncoderForecaster.from_config(cfg.model)
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{p}: model weights do not match its config ({str(e).splitlines()[0]})") from None
+    model.to(device).eval()
+    return LoadedModel(model, cfg, p, int(payload.get("step", 0)))

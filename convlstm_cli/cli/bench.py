@@ -1,0 +1,3 @@
+"""`convlstm bench` (placeholder until its issue lands)."""
+
+from __future__ import annotations

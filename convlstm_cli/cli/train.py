@@ -1,0 +1,43 @@
+"""`convlstm train VIDEO_DIR`: validate options, resolve the config, call `convlstm_cli.train.train`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from convlstm_cli.cli import app, fail, known_errors
+
+
+@app.command("train")
+def train_command(
+    video_dir: Annotated[Path, typer.Argument(help="Folder of videos (searched recursively).")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file or a sample config name (quickstart, default, gpu).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run directory (default runs/<folder>-<n>).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Total optimizer steps of the run (a resumed run continues to this total).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Stop after this many passes over the videos (whichever comes first).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (model init, video order).")] = None,
+    log_every: Annotated[int | None, typer.Option("--log-every", help="Steps between log lines.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this directory from its last checkpoint.")] = None,
+    val_dir: Annotated[Path | None, typer.Option("--val-dir", help="Validation videos (default: a held-out share).")] = None,
+    stateless: Annotated[bool, typer.Option("--stateless", help="Reset the hidden state every chunk (for comparison).")] = False,
+) -> None:
+    """Train a ConvLSTM encoder-forecaster on every video in VIDEO_DIR, carrying each lane's state."""
+    from convlstm_cli.config import load_config
+    from convlstm_cli.train import train
+
+    with known_errors():
+        if not video_dir.exists():
+            raise fail(f"{video_dir}: no such file or directory")
+        overrides = {
+            "train.device": device, "train.max_steps": max_steps, "train.epochs": epochs,
+            "train.seed": seed, "train.log_every": log_every, "train.stateless": True if stateless else None,
+            "data.val_dir": str(val_dir) if val_dir else None,
+        }
+        cfg = load_config(config, set_ or [], **overrides)
+        result = train(video_dir, cfg, out=out, resume=resume)
+    if result.interrupted:
+        raise typer.Exit(code=130)

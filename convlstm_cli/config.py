@@ -1,0 +1,336 @@
+"""Run configuration: YAML file → typed dataclasses → command-line overrides → validated.
+
+The resolved config is written to the run directory (`config.yaml`) and into every checkpoint, so a
+checkpoint alone rebuilds its model and data pipeline. Unknown keys and wrong types are `ConfigError`s
+that name the key and, for typos, suggest the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from convlstm_cli.errors import ConfigError
+from convlstm_cli.model.forecaster import ModelConfig
+
+SAMPLE_CONFIGS = Path(__file__).resolve().parent.parent / "sample_configs"
+
+
+@dataclass
+class DataConfig:
+    """How videos become batches (see `convlstm_cli.data.streamer`)."""
+
+    size: int | tuple[int, int] = 64  # frame height and width (an int means square)
+    channels: int = 1  # 1 gray, 3 RGB
+    context: int = 10  # input frames per chunk (the TBPTT window); targets are the next `model.horizon`
+    stride: int = 1  # temporal stride of decoding (keep every n-th frame)
+    batch_size: int = 8  # lanes: videos played side by side
+    workers: int = 2  # background decoding threads
+    prefetch: int = 4  # batches decoded ahead
+    cache: bool = False  # keep decoded frames (uint8, memory-mapped) so later epochs skip decoding
+    cache_dir: str | None = None  # default: <run dir>/cache
+    val_dir: str | None = None  # validation videos; default: a held-out share of the training videos
+    val_fraction: float = 0.1  # share of videos held out when val_dir is not given (at least one)
+    val_max_videos: int = 16  # validation plays at most this many videos
+
+    def hw(self) -> tuple[int, int]:
+        return (self.size, self.size) if isinstance(self.size, int) else (int(self.size[0]), int(self.size[1]))
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping of `convlstm train`."""
+
+    max_steps: int = 2000  # total optimizer steps of the run (a resumed run continues to this total)
+    epochs: int | None = None  # stop after this many passes over the training videos (whichever first)
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05  # cosine decays to lr · min_lr_ratio at max_steps
+    grad_clip: float = 1.0  # max global grad norm (0 disables)
+    loss: str = "mse"  # mse | l1
+    precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model
+    detach_every: int = 1  # TBPTT: detach the carried state every N chunks (backprop through N chunks)
+    stateless: bool = False  # reset the state every chunk (for comparison with stateful training)
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 25
+    eval_every: int = 500  # steps between validations (and always at the end)
+    save_every: int = 200  # steps between `last` checkpoints (and always at the end)
+    keep_last: int = 3  # also keep the last N step checkpoints (0: only last/best)
+    max_bad_steps: int = 20  # stop after this many consecutive non-finite steps
+    tensorboard: bool = True  # log to <run>/tb when tensorboard is installed
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# -- conversion -------------------------------------------------------------------------------------
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check/convert one value against a type hint; ConfigError names the key on failure."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"config key {key}: {value!r} is not a valid {_type_name(hint)}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("(", "").replace(")", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key}: expected a list, got {value!r}")
+        inner = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, inner, key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"config key {key}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"config key {key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"config key {key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key {key}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key {key}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key {key}: expected a string, got {value!r}")
+    raise ConfigError(f"config key {key}: unsupported type {hint}")
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _suggest(key: str, options: list[str], prefix: str) -> str:
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    if close:
+        return f" (did you mean {prefix}{close[0]}?)"
+    return f" (valid keys: {', '.join(prefix + o for o in options)})"
+
+
+def _build(cls, data: dict, prefix: str):
+    """A `cls` dataclass from a dict: defaults for missing keys, errors for unknown ones."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix or 'root'}: expected a mapping, got {data!r}")
+    hints = _hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in hints:
+            raise ConfigError(f"unknown config key {full}{_suggest(str(key), list(hints), prefix)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, hint, full)
+    return cls(**kwargs)
+
+
+def from_dict(data: dict) -> RunConfig:
+    """A validated RunConfig from nested plain values (e.g. parsed YAML or a checkpoint's config)."""
+    cfg = _build(RunConfig, data or {}, "")
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    """Nested plain values (tuples as lists): YAML- and `torch.load(weights_only=True)`-safe."""
+
+    def plain(v):
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def parse_set(items: list[str]) -> dict:
+    """`section.key=value` strings → nested dict; values parsed as YAML scalars."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        path, raw = item.split("=", 1)
+        parts = [p for p in path.strip().split(".") if p]
+        if len(parts) < 2:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-3")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Deep-merge `over` into a copy of `base`."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file path; a bare name like `quickstart` finds sample_configs/quickstart.yaml."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    for cand in (SAMPLE_CONFIGS / f"{name}.yaml", SAMPLE_CONFIGS / str(name)):
+        if cand.is_file():
+            return cand
+    raise ConfigError(f"{name}: no such config file")
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = resolve_config_path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"{p}: not valid YAML{where}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read config ({e.__class__.__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a config must be a mapping of sections (model, data, train)")
+    return data
+
+
+def load_config(path: str | Path | None = None, sets: list[str] | None = None, **overrides: Any) -> RunConfig:
+    """YAML (optional) → dataclass defaults → `--set` items → flag overrides ("train.seed"=…), validated.
+
+    Args:
+        path: a YAML file or a sample config name, or None for the defaults.
+        sets: `section.key=value` strings.
+        overrides: dotted keys mapped to values; None values are ignored (flag not given).
+    """
+    data = load_yaml(path) if path else {}
+    data = merge(data, parse_set(sets or []))
+    for dotted, value in overrides.items():
+        if value is not None:
+            data = merge(data, _nest(dotted, value))
+    return from_dict(data)
+
+
+def _nest(dotted: str, value: Any) -> dict:
+    out: dict = {}
+    node = out
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range and consistency checks; the model's input channels follow data.channels."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    positive = {
+        "data.context": d.context, "data.stride": d.stride, "data.batch_size": d.batch_size,
+        "data.prefetch": d.prefetch, "model.horizon": m.horizon, "model.stem_channels": m.stem_channels,
+        "model.stem_stride": m.stem_stride, "train.max_steps": t.max_steps, "train.log_every": t.log_every,
+        "train.eval_every": t.eval_every, "train.save_every": t.save_every,
+        "train.detach_every": t.detach_every, "train.max_bad_steps": t.max_bad_steps,
+    }
+    for key, v in positive.items():
+        if v < 1:
+            raise ConfigError(f"config key {key}: must be at least 1, got {v}")
+    if d.channels not in (1, 3):
+        raise ConfigError(f"config key data.channels: must be 1 (gray) or 3 (RGB), got {d.channels}")
+    if not m.hidden_channels or any(c < 1 for c in m.hidden_channels):
+        raise ConfigError(f"config key model.hidden_channels: need positive channels, got {list(m.hidden_channels)}")
+    for k in (m.kernels() if _ok_kernels(m) else [0]):
+        if k < 1 or k % 2 == 0:
+            raise ConfigError(f"config key model.kernel_size: odd sizes per level needed, got {m.kernel_size}")
+    if t.loss not in ("mse", "l1"):
+        raise ConfigError(f"config key train.loss: mse or l1, got {t.loss!r}")
+    if t.precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"config key train.precision: auto, bf16 or fp32, got {t.precision!r}")
+    if t.epochs is not None and t.epochs < 1:
+        raise ConfigError(f"config key train.epochs: must be at least 1, got {t.epochs}")
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise ConfigError(f"config key data.val_fraction: must be in [0, 1), got {d.val_fraction}")
+    if t.lr <= 0:
+        raise ConfigError(f"config key train.lr: must be positive, got {t.lr}")
+    h, w = d.hw()
+    stride = m.stem_stride * 2 ** (len(m.hidden_channels) - 1)
+    if h % stride or w % stride or h < 1 or w < 1:
+        raise ConfigError(
+            f"config key data.size: {h}×{w} must be divisible by the model's stride {stride} "
+            f"(model.stem_stride · 2^(levels-1))"
+        )
+    m.in_channels = d.channels
+
+
+def _ok_kernels(m: ModelConfig) -> bool:
+    try:
+        m.kernels()
+        return True
+    except ValueError as e:
+        raise ConfigError(f"config key model.kernel_size: {e}") from None
+
+
+def dump_yaml(cfg: RunConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    os.replace(tmp, path)

@@ -1,0 +1,101 @@
+"""Stateful validation: one-step-ahead prediction over whole videos, beside the copy-last baseline.
+
+Each validation video plays once in a lane (`ClipStreamer(loop=False)`), chunk after chunk, with the
+encoder state carried. For every frame t of a chunk the model predicts frame t+1 from the state after
+frame t (`predict_each_step`), so every frame but a video's first (and the tail shorter than a window)
+is predicted exactly once. The baseline predicts frame t+1 as frame t.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from convlstm_cli.device import autocast
+from convlstm_cli.model.state import StreamState
+
+METRICS = ("mse", "mae", "psnr", "ssim")
+
+
+def to_unit(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 frames (pinned on the host) → float32 in [0, 1] on `device`, copied without blocking."""
+    return frames.to(device, non_blocking=True).float().div_(255.0)
+
+
+class MetricSums:
+    """Running per-frame sums of MSE, MAE, PSNR and SSIM for the model and the baseline."""
+
+    def __init__(self) -> None:
+        self.sums = {f"{who}_{m}": 0.0 for who in ("model", "baseline") for m in METRICS}
+        self.frames = 0
+
+    def add(self, who: str, per_frame: dict[str, torch.Tensor]) -> None:
+        for m in METRICS:
+            self.sums[f"{who}_{m}"] += float(per_frame[m].double().sum())
+        if who == "model":
+            self.frames += int(per_frame["mse"].numel())
+
+    def means(self) -> dict[str, float]:
+        n = max(self.frames, 1)
+        out = {k: v / n for k, v in self.sums.items()}
+        return {
+            **{f"val_{m}": out[f"model_{m}"] for m in METRICS},
+            **{f"baseline_{m}": out[f"baseline_{m}"] for m in METRICS},
+            "val_frames": self.frames,
+        }
+
+
+@torch.inference_mode()
+def evaluate(
+    model: torch.nn.Module,
+    videos: Sequence,
+    cfg,
+    device: torch.device,
+    precision: str = "fp32",
+) -> dict[str, float]:
+    """Stream `videos` through `model` and average one-step-ahead metrics over all predicted frames.
+
+    Args:
+        model: an EncoderForecaster (not DDP-wrapped).
+        videos: VideoInfo records (or paths) to play once each.
+        cfg: the RunConfig (data settings: size, channels, context, stride, batch size, workers).
+        device, precision: where and how to run the model.
+
+    Returns:
+        `val_mse`, `val_mae`, `val_psnr`, `val_ssim` for the model, `baseline_*` for copy-last, and
+        `val_frames`, the number of predicted frames.
+    """
+    from convlstm_cli.data.streamer import ClipStreamer
+    from convlstm_cli.metrics import frame_metrics
+
+    d = cfg.data
+    streamer = ClipStreamer(
+        list(videos), batch_size=max(1, min(d.batch_size, len(videos))), context=d.context, horizon=1,
+        size=d.hw(), channels=d.channels, stride=d.stride, shuffle=False, loop=False,
+        workers=d.workers, prefetch=d.prefetch, pin_memory=device.type == "cuda",
+    )
+    was_training = model.training
+    model.eval()
+    sums, state = MetricSums(), StreamState()
+    try:
+        for batch in streamer:
+            inputs, targets = to_unit(batch.inputs, device), to_unit(batch.targets, device)
+            state = state.reset(batch.reset.to(device, non_blocking=True))
+            with autocast(device, precision):
+                pred, state = model.predict_each_step(inputs, state, horizon=1)
+            truth = torch.cat([inputs[:, 1:], targets[:, :1]], dim=1)
+            keep = batch.valid.to(device)
+            sums.add("model", frame_metrics(pred[:, :, 0][keep].flatten(0, 1).float(), truth[keep].flatten(0, 1)))
+            sums.add("baseline", frame_metrics(inputs[keep].flatten(0, 1), truth[keep].flatten(0, 1)))
+    finally:
+        close = getattr(streamer, "close", None)
+        if close:
+            close()
+        model.train(was_training)
+    out = sums.means()
+    for k, v in out.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            out[k] = float("nan")
+    return out

@@ -1,0 +1,136 @@
+"""The ConvLSTM layer of Shi et al. 2015, "Convolutional LSTM Network", eqs. (3):
+
+    i_t = σ(W_xi * X_t + W_hi * H_{t-1} + W_ci ∘ C_{t-1} + b_i)
+    f_t = σ(W_xf * X_t + W_hf * H_{t-1} + W_cf ∘ C_{t-1} + b_f)
+    g_t = tanh(W_xc * X_t + W_hc * H_{t-1} + b_c)
+    C_t = f_t ∘ C_{t-1} + i_t ∘ g_t
+    o_t = σ(W_xo * X_t + W_ho * H_{t-1} + W_co ∘ C_t + b_o)
+    H_t = o_t ∘ tanh(C_t)
+
+Shapes: x [B, T, C_in, H, W] → out [B, T, C_h, H, W]; state (h, c), each [B, C_h, H, W].
+
+Two choices made for speed and generality:
+- The input-to-hidden convolution W_x* does not depend on the recurrence, so it runs once over all
+  B·T frames; only W_h* runs per step. All four gates come from one convolution each (4·C_h
+  output channels, gate order i, f, g, o as in `torch.nn.LSTM`).
+- Peephole weights W_c* are per channel ([C_h, 1, 1]) rather than per pixel as in the paper, so no
+  spatial size is baked into the parameters and a model runs at any resolution.
+
+Under autocast the convolutions run in bf16, but the gate pre-activations are cast to float32 before
+the nonlinearities so the cell state C and the returned state stay float32 across long streams.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+State = tuple[Tensor, Tensor]
+
+
+class ConvLSTM(nn.Module):
+    """One ConvLSTM layer unrolled over the time axis.
+
+    Args:
+        in_channels: channels of each input frame; 0 makes an input-free layer (a forecaster top
+            level) that is unrolled for `steps` steps from its state alone.
+        hidden_channels: channels of h and c.
+        kernel_size: odd size of both convolutions ('same' padding).
+        peephole: add the per-channel peephole terms W_ci, W_cf, W_co (off by default).
+        forget_bias: initial bias of the forget gate (1.0 keeps memory early in training).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        kernel_size: int = 3,
+        peephole: bool = False,
+        forget_bias: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
+        self.in_channels, self.hidden_channels, self.kernel_size = in_channels, hidden_channels, kernel_size
+        pad = kernel_size // 2
+        gates = 4 * hidden_channels
+        self.conv_x = nn.Conv2d(in_channels, gates, kernel_size, padding=pad) if in_channels else None
+        self.conv_h = nn.Conv2d(hidden_channels, gates, kernel_size, padding=pad, bias=self.conv_x is None)
+        self.peephole = nn.Parameter(torch.zeros(3, hidden_channels, 1, 1)) if peephole else None
+        with torch.no_grad():
+            bias = self.conv_x.bias if self.conv_x is not None else self.conv_h.bias
+            bias[hidden_channels : 2 * hidden_channels].fill_(forget_bias)
+
+    def zero_state(self, x: Tensor, height: int, width: int) -> State:
+        """Zeros (float32, or float64 for a float64 model) for (h, c) on x's device, batch size x.shape[0]."""
+        shape = (x.shape[0], self.hidden_channels, height, width)
+        # float32 under autocast (bf16 convs, fp32 weights); float64 for a .double() model.
+        dtype = torch.promote_types(self.conv_h.weight.dtype, torch.float32)
+        z = torch.zeros(shape, device=x.device, dtype=dtype)
+        return z, z.clone()
+
+    def input_gates(self, x: Tensor) -> Tensor:
+        """W_x * X_t + b for all frames at once: [B, T, C_in, H, W] → [B, T, 4·C_h, H, W]."""
+        b, t = x.shape[:2]
+        g = self.conv_x(x.flatten(0, 1))
+        return g.unflatten(0, (b, t))
+
+    def cell(self, gx: Tensor | None, state: State) -> State:
+        """One step of eqs. (3) given the input gates gx [B, 4·C_h, H, W] (or None)."""
+        h, c = state
+        gates = self.conv_h(h) if gx is None else gx + self.conv_h(h)
+        # At least float32 from here (c must not drift in bf16); float64 stays float64.
+        i, f, g, o = gates.to(torch.promote_types(gates.dtype, torch.float32)).chunk(4, dim=1)
+        if self.peephole is not None:
+            i = i + self.peephole[0] * c
+            f = f + self.peephole[1] * c
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        if self.peephole is not None:
+            o = o + self.peephole[2] * c
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+    def forward(self, x: Tensor | None, state: State | None = None, steps: int | None = None):
+        """Run the layer over time.
+
+        Args:
+            x: [B, T, C_in, H, W], or None for an input-free layer (then `state` and `steps` are needed).
+            state: (h, c) to start from, each [B, C_h, H, W]; None starts from zeros.
+            steps: number of steps when x is None.
+
+        Returns:
+            (out [B, T, C_h, H, W], (h, c)) with h, c the state after the last step.
+        """
+        if x is None:
+            if state is None or steps is None:
+                raise ValueError("an input-free ConvLSTM needs both a state and a number of steps")
+            gx = [None] * steps
+        else:
+            self.check_input(x)
+            if state is None:
+                state = self.zero_state(x, x.shape[-2], x.shape[-1])
+            gx = self.input_gates(x).unbind(1) if self.conv_x is not None else [None] * x.shape[1]
+        self.check_state(state, x)
+        outs = []
+        for g in gx:
+            state = self.cell(g, state)
+            outs.append(state[0])
+        return torch.stack(outs, dim=1), state
+
+    def check_input(self, x: Tensor) -> None:
+        if x.dim() != 5 or x.shape[2] != self.in_channels:
+            raise ValueError(
+                f"ConvLSTM expected input [B, T, {self.in_channels}, H, W], got {list(x.shape)}"
+            )
+
+    def check_state(self, state: State, x: Tensor | None) -> None:
+        h, c = state
+        want = (
+            [h.shape[0], self.hidden_channels, *h.shape[-2:]]
+            if x is None
+            else [x.shape[0], self.hidden_channels, x.shape[-2], x.shape[-1]]
+        )
+        for name, t in (("h", h), ("c", c)):
+            if list(t.shape) != want:
+                raise ValueError(f"ConvLSTM state {name} expected shape {want}, got {list(t.shape)}")
+

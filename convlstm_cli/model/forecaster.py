@@ -1,0 +1,235 @@
+"""The encoder-forecaster of Shi et al. 2015 (§3.2), with down-/up-sampling between levels.
+
+    encoder:    frames ─stem→ ConvLSTM_0 ─down→ ConvLSTM_1 ─down→ … ConvLSTM_{L-1}
+    forecaster:           F_0 ←up─ F_1 ←up─ … F_{L-1}   (F_l starts from the encoder's (h, c) at level l)
+    head:       F_0 ─up→ conv → logits (+ logit of the last frame) ─σ→ frames in [0, 1]
+
+Shapes: frames [B, T, C, H, W] in [0, 1] → prediction [B, horizon, C, H, W]. Level l works at
+H / (s·2^l) where s is the stem stride; H and W must be divisible by s·2^(L-1) and nothing else
+about the size is baked into the parameters (a model trained at 64×64 runs at 96×96).
+
+The top forecaster level has no input: it unrolls `horizon` steps from the encoder's state alone
+(as in Shi et al. 2017), so every forecaster level can run as one multi-step layer, level by level,
+top-down, and the per-frame convolutions run once over all horizon frames.
+
+`skip_last_frame` adds the logit of the last observed frame to the head's output, so an untrained
+model starts as the copy-last-frame predictor and learns the change: far faster to beat that
+baseline, which is strong on slow video.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from convlstm_cli.model.convlstm import ConvLSTM
+from convlstm_cli.model.state import StreamState
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of an `EncoderForecaster` (saved in every checkpoint)."""
+
+    in_channels: int = 1
+    hidden_channels: tuple[int, ...] = (32, 64)
+    kernel_size: int | tuple[int, ...] = 3
+    horizon: int = 5
+    stem_channels: int = 16
+    stem_stride: int = 2
+    peephole: bool = False
+    forget_bias: float = 1.0
+    skip_last_frame: bool = True
+
+    def kernels(self) -> tuple[int, ...]:
+        k = self.kernel_size
+        ks = (k,) * len(self.hidden_channels) if isinstance(k, int) else tuple(k)
+        if len(ks) != len(self.hidden_channels):
+            raise ValueError(f"kernel_size has {len(ks)} entries for {len(self.hidden_channels)} levels")
+        return ks
+
+
+def per_frame(module: nn.Module, x: Tensor) -> Tensor:
+    """Apply a 2-D module to every frame of [B, T, C, H, W] as one batch of B·T images."""
+    y = module(x.flatten(0, 1))
+    return y.unflatten(0, x.shape[:2])
+
+
+def stem_conv(cin: int, cout: int, stride: int) -> nn.Conv2d:
+    # stride 1 or 2: 3×3 'same'-style conv; stride ≥ 3: a patchify conv (kernel = stride, no overlap).
+    k = max(3, stride)
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=(k - stride + 1) // 2)
+
+
+def up_conv(cin: int, cout: int, stride: int) -> nn.Module:
+    # Transposed conv with kernel 2·stride: exact ×stride up-sampling without checkerboard gaps.
+    if stride == 1:
+        return nn.Conv2d(cin, cout, 3, padding=1)
+    # Odd strides need output_padding 1 to land on exactly H·stride.
+    return nn.ConvTranspose2d(cin, cout, 2 * stride, stride=stride, padding=(stride + 1) // 2,
+                              output_padding=stride % 2)
+
+
+class EncoderForecaster(nn.Module):
+    """Stacked ConvLSTM encoder-forecaster with an explicit, carried `StreamState`.
+
+    Args:
+        in_channels: frame channels (1 gray, 3 RGB).
+        hidden_channels: channels of each level, bottom first; level l+1 runs at half the size of l.
+        kernel_size: one odd kernel size for all levels, or one per level.
+        horizon: frames predicted after the input frames (forward can override it).
+        stem_channels: channels of the stem convolution and of the head's up-sampling.
+        stem_stride: down-sampling of the stem (1, 2, or a patch size such as 4).
+        peephole, forget_bias: passed to every `ConvLSTM`.
+        skip_last_frame: predict in logit space relative to the last observed frame.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        hidden_channels: tuple[int, ...] = (32, 64),
+        kernel_size: int | tuple[int, ...] = 3,
+        horizon: int = 5,
+        stem_channels: int = 16,
+        stem_stride: int = 2,
+        peephole: bool = False,
+        forget_bias: float = 1.0,
+        skip_last_frame: bool = True,
+    ) -> None:
+        super().__init__()
+        cfg = ModelConfig(in_channels, tuple(hidden_channels), kernel_size, horizon, stem_channels,
+                          stem_stride, peephole, forget_bias, skip_last_frame)
+        self.cfg = cfg
+        hs, ks = cfg.hidden_channels, cfg.kernels()
+        act = nn.LeakyReLU(0.2)
+        self.stem = nn.Sequential(stem_conv(in_channels, stem_channels, stem_stride), act)
+        self.down = nn.ModuleList(
+            [nn.Identity()] + [nn.Sequential(nn.Conv2d(hs[i - 1], hs[i - 1], 3, stride=2, padding=1), act)
+                               for i in range(1, len(hs))]
+        )
+        self.encoder = nn.ModuleList(
+            ConvLSTM(stem_channels if i == 0 else hs[i - 1], hs[i], ks[i], peephole, forget_bias)
+            for i in range(len(hs))
+        )
+        # Forecaster level i gets the up-sampled output of level i+1 (channels hs[i]); the top none.
+        self.forecaster = nn.ModuleList(
+            ConvLSTM(hs[i] if i < len(hs) - 1 else 0, hs[i], ks[i], peephole, forget_bias)
+            for i in range(len(hs))
+        )
+        self.up = nn.ModuleList(
+            [nn.Sequential(up_conv(hs[0], stem_channels, stem_stride), act)]
+            + [nn.Sequential(up_conv(hs[i], hs[i - 1], 2), act) for i in range(1, len(hs))]
+        )
+        self.head = nn.Conv2d(stem_channels, in_channels, 3, padding=1)
+        if skip_last_frame:  # start as copy-last-frame: a near-zero residual in logit space
+            nn.init.normal_(self.head.weight, std=1e-3)
+            nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig | dict) -> EncoderForecaster:
+        d = asdict(cfg) if isinstance(cfg, ModelConfig) else dict(cfg)
+        return cls(**d)
+
+    @property
+    def stride(self) -> int:
+        """Total down-sampling: H and W must be multiples of it."""
+        return self.cfg.stem_stride * 2 ** (len(self.cfg.hidden_channels) - 1)
+
+    def state_shapes(self, batch: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """[B, C, H, W] of each level's h and c for frames of height × width."""
+        s = self.cfg.stem_stride
+        return [(batch, c, height // (s * 2**i), width // (s * 2**i)) for i, c in enumerate(self.cfg.hidden_channels)]
+
+    def check_frames(self, frames: Tensor) -> None:
+        c = self.cfg.in_channels
+        if frames.dim() != 5 or frames.shape[2] != c:
+            raise ValueError(f"EncoderForecaster expected frames [B, T, {c}, H, W], got {list(frames.shape)}")
+        h, w = frames.shape[-2:]
+        if h % self.stride or w % self.stride:
+            raise ValueError(
+                f"EncoderForecaster needs H and W divisible by its stride {self.stride}, got {h}×{w}"
+            )
+
+    def initial_state(self, frames: Tensor, state: StreamState | None) -> StreamState:
+        """Zeros for a missing or empty state; otherwise check the given one fits the frames."""
+        b, _, _, h, w = frames.shape
+        shapes = self.state_shapes(b, h, w)
+        if state is None or not state.initialized:
+            dtype = torch.promote_types(self.head.weight.dtype, torch.float32)  # float64 model: float64
+            return StreamState([(frames.new_zeros(s, dtype=dtype),) * 2 for s in shapes])
+        state.check(shapes)
+        return state
+
+    def encode(self, frames: Tensor, state: StreamState | None = None, every_step: bool = False):
+        """Run the encoder over frames [B, T, C, H, W].
+
+        Returns:
+            The state after the last frame and, if `every_step`, the per-level (h, c) after every
+            frame as tensors [B, T, C_l, H_l, W_l] (for one-step-ahead prediction at each frame).
+        """
+        self.check_frames(frames)
+        state = self.initial_state(frames, state)
+        x = per_frame(self.stem, frames)
+        final, steps = [], []
+        for level, (down, cell) in enumerate(zip(self.down, self.encoder)):
+            x = per_frame(down, x) if level else x
+            x, hc, cs = self.scan(cell, x, state[level], every_step)
+            final.append(hc)
+            steps.append((x, cs))
+        return StreamState(final), (steps if every_step else None)
+
+    @staticmethod
+    def scan(cell: ConvLSTM, x: Tensor, hc, keep_cells: bool):
+        """cell over x; with keep_cells also the cell state after every step."""
+        if not keep_cells:
+            out, hc = cell(x, hc)
+            return out, hc, None
+        gx = cell.input_gates(x).unbind(1)
+        hs, cs = [], []
+        for g in gx:
+            hc = cell.cell(g, hc)
+            hs.append(hc[0])
+            cs.append(hc[1])
+        return torch.stack(hs, 1), hc, torch.stack(cs, 1)
+
+    def forecast(self, state: StreamState, last_frame: Tensor, horizon: int) -> Tensor:
+        """Unroll the forecaster `horizon` steps from encoder `state`; last_frame [B, C, H, W]."""
+        y = None
+        for level in reversed(range(len(self.forecaster))):
+            y, _ = self.forecaster[level](y, state[level], steps=horizon)
+            y = per_frame(self.up[level], y)
+        logits = per_frame(self.head, y)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 → fp32, fp64 stays
+        if self.cfg.skip_last_frame:
+            logits = logits + torch.logit(last_frame.to(logits.dtype).clamp(1e-3, 1 - 1e-3)).unsqueeze(1)
+        return torch.sigmoid(logits)
+
+    def forward(self, frames: Tensor, state: StreamState | None = None, horizon: int | None = None):
+        """Encode frames from `state`, forecast the next frames.
+
+        Args:
+            frames: [B, T, C, H, W] in [0, 1].
+            state: the encoder state from the previous chunk of the same lanes, or None.
+            horizon: frames to forecast (default: the configured horizon).
+
+        Returns:
+            (prediction [B, horizon, C, H, W] float32 in [0, 1], encoder StreamState after frames[:, -1]).
+        """
+        state, _ = self.encode(frames, state)
+        return self.forecast(state, frames[:, -1], horizon or self.cfg.horizon), state
+
+    def predict_each_step(self, frames: Tensor, state: StreamState | None = None, horizon: int = 1):
+        """For every input frame t, forecast frames t+1 … t+horizon (streaming prediction).
+
+        The encoder states after every frame are stacked along the batch, so the forecaster runs once
+        for all B·T starting points.
+
+        Returns:
+            (prediction [B, T, horizon, C, H, W], encoder StreamState after the last frame).
+        """
+        b, t = frames.shape[:2]
+        final, steps = self.encode(frames, state, every_step=True)
+        starts = StreamState([(h.flatten(0, 1), c.flatten(0, 1)) for h, c in steps])
+        pred = self.forecast(starts, frames.flatten(0, 1), horizon)
+        return pred.unflatten(0, (b, t)), final
