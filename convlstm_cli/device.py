@@ -22,7 +22,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpu_bf16() -> bool:
     # oneDNN's own check is the authority where it exists; /proc/cpuinfo flags otherwise.
     try:

@@ -22,7 +22,8 @@ import numpy as np
 
 GAP = 4  # pixels between panels
 HEADER = 14  # label strip above each panel
-BACKGROUND = 32  # gray level of gaps, headers and placeholders
+BACKGROUND = 32  # gray level of headers and placeholders
+SEPARATOR = 96  # gray level of the gaps between panels (lighter: dark frames stay apart)
 MIN_PANEL_WIDTH = 128  # small frames are enlarged to at least this width
 
 
@@ -74,7 +75,7 @@ class PanelLayout:
         # Even sizes: yuv420p (mp4) subsamples chroma by 2 in both directions.
         self.out_h, self.out_w = out_h + out_h % 2, out_w + out_w % 2
         shape = (self.out_h, self.out_w) if channels == 1 else (self.out_h, self.out_w, 3)
-        self.blank = np.full(shape, BACKGROUND, np.uint8)
+        self.blank = np.full(shape, SEPARATOR, np.uint8)
         for i, label in enumerate(labels):
             x = i * (self.pw + GAP)
             strip = text_image(label, self.pw)
@@ -148,7 +149,8 @@ class StreamWriter:
             codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
             stream = self._container.add_stream(codec, rate=self._fps)
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": "18"} if codec == "libx264" else {"qscale": "2"}
+            # veryfast: encoding must keep up with small-frame inference on long clips.
+            stream.options = {"crf": "18", "preset": "veryfast"} if codec == "libx264" else {"qscale": "2"}
         stream.height, stream.width = image.shape[:2]
         return stream
 
@@ -204,7 +206,7 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 def strip_image(columns: list[tuple[np.ndarray | None, np.ndarray]], labels: list[str], gain: float,
-                channels: int) -> np.ndarray:
+                channels: int, title: str = "") -> np.ndarray:
     """A forecast strip: one column per forecast frame, rows truth / forecast / error.
 
     Args:
@@ -212,6 +214,7 @@ def strip_image(columns: list[tuple[np.ndarray | None, np.ndarray]], labels: lis
         labels: column labels (e.g. "t+1").
         gain: error gain (as in the panels).
         channels: 1 or 3.
+        title: a line of text above the strip.
 
     Returns:
         uint8 [H, W] or [H, W, 3].
@@ -229,4 +232,8 @@ def strip_image(columns: list[tuple[np.ndarray | None, np.ndarray]], labels: lis
             img = img[HEADER:]
         head = text_image(name, side, img.shape[0])
         out.append(np.concatenate([head if channels == 1 else np.repeat(head[..., None], 3, -1), img], axis=1))
-    return np.concatenate(out, axis=0)
+    img = np.concatenate(out, axis=0)
+    if title:
+        head = text_image(title, img.shape[1])
+        img = np.concatenate([head if channels == 1 else np.repeat(head[..., None], 3, -1), img], axis=0)
+    return img

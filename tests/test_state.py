@@ -15,6 +15,15 @@ from convlstm_cli.model.state import StreamState
 EXACT = {"atol": 1e-9, "rtol": 0.0}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny convolutions: on a shared 2-core box a second OpenMP thread only adds barrier waits.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_model(**kw) -> EncoderForecaster:
     torch.manual_seed(0)
     args = {"in_channels": 1, "hidden_channels": (4, 6), "kernel_size": 3, "horizon": 2,
@@ -113,9 +122,9 @@ def test_reset_with_wrong_mask_and_empty_state():
 
 # -- truncated BPTT ----------------------------------------------------------------------------------
 def test_tbptt_several_steps_with_detach_and_reset():
-    model = tiny_model()
+    model = tiny_model().double()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    video = frames(b=2, t=4 * 5, dtype=torch.float32)
+    video = frames(b=2, t=4 * 5)
     state, losses = StreamState(), []
     start = [p.detach().clone() for p in model.parameters()]
     for k in range(4):

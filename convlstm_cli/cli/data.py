@@ -1,3 +1,48 @@
-"""`convlstm data` (placeholder until its issue lands)."""
+"""`convlstm make-data` (write the built-in sample videos) and `convlstm probe` (check a video folder)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from convlstm_cli.cli import app, fail, known_errors
+
+
+@app.command("make-data")
+def make_data(
+    out_dir: Annotated[Path, typer.Argument(help="Directory to write shapes_0000.mp4, ... into (created if missing).")],
+    num: Annotated[int, typer.Option("--num", help="Number of videos.")] = 8,
+    frames: Annotated[int, typer.Option("--frames", help="Frames per video.")] = 64,
+    size: Annotated[int, typer.Option("--size", help="Frame height and width in pixels.")] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="Seed; the same seed writes the same videos.")] = 0,
+    channels: Annotated[int, typer.Option("--channels", help="1 = gray, 3 = colour.")] = 1,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite shapes_*.mp4 files already there.")] = False,
+) -> None:
+    """Write short videos of bouncing shapes (deterministic, nothing is downloaded)."""
+    from convlstm_cli.data.synthetic import make_dataset
+
+    if channels not in (1, 3):
+        raise fail(f"--channels {channels}: expected 1 or 3")
+    with known_errors():
+        paths = make_dataset(out_dir, num=num, frames=frames, size=size, seed=seed, channels=channels, overwrite=force)
+    for path in paths:
+        typer.echo(str(path))
+    typer.echo(f"wrote {len(paths)} videos ({frames} frames of {size}x{size}, {channels} channel(s)) to {out_dir}")
+
+
+@app.command("probe")
+def probe(
+    video_dir: Annotated[Path, typer.Argument(help="A directory (searched recursively) or one video file.")],
+    min_frames: Annotated[int, typer.Option("--min-frames", help="Skip videos with fewer frames.")] = 1,
+) -> None:
+    """List the usable videos in a folder (frames, size, fps) and each skipped file with its reason."""
+    from convlstm_cli.data.video import probe_videos
+
+    with known_errors():
+        result = probe_videos(video_dir, min_frames=min_frames)
+    for v in result.videos:
+        counted = " (counted by decoding)" if v.counted else ""
+        typer.echo(f"{v.path}\t{v.frames} frames\t{v.width}x{v.height}\t{v.fps:g} fps\t{v.codec}{counted}")
+    typer.echo(result.summary())

@@ -70,11 +70,13 @@ def shapes_frames(rng: np.random.Generator, frames: int, size: int, channels: in
 
 def _bounce(obj: dict, size: int) -> None:
     obj["pos"] = obj["pos"] + obj["vel"]
+    low, high = obj["radius"], size - obj["radius"]
     for axis in range(2):
-        low, high = obj["radius"], size - obj["radius"]
-        if obj["pos"][axis] < low or obj["pos"][axis] > high:
-            obj["vel"][axis] = -obj["vel"][axis]
-            obj["pos"][axis] = np.clip(2 * np.clip(obj["pos"][axis], -size, 2 * size) - obj["pos"][axis], low, high)
+        # Mirror the overshoot back inside so the shape touches the wall and leaves at the same speed.
+        if obj["pos"][axis] < low:
+            obj["pos"][axis], obj["vel"][axis] = 2 * low - obj["pos"][axis], -obj["vel"][axis]
+        elif obj["pos"][axis] > high:
+            obj["pos"][axis], obj["vel"][axis] = 2 * high - obj["pos"][axis], -obj["vel"][axis]
 
 
 def make_dataset(

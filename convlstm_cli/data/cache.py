@@ -1,0 +1,112 @@
+"""A disk cache of decoded frames, so that later epochs skip decoding.
+
+Each entry is one video decoded at one setting — size, channels, stride — stored as a uint8 ``.npy``
+array ``[T, C, H, W]`` and read back memory-mapped (the OS pages it in; the process never holds the
+whole video). The key hashes the file's *content* (its size and up to 16 sampled 1 MiB blocks, so a
+renamed copy hits and an edited file misses) together with the decode settings. Entries are written
+under a temporary name and moved into place when complete, so concurrent writers (lanes, ranks) and
+crashes never leave a partial entry. The cache is not size-bounded: delete the directory to clear it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+# Bump when the decoded pixels of the same settings would change (scaler, colour conversion).
+_FORMAT = "frames-v1-area"
+_BLOCK = 1 << 20
+_BLOCKS = 16
+
+
+def content_key(path) -> str:
+    """A hex digest of the file's size and sampled content (the whole file when it is small)."""
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= _BLOCK * _BLOCKS:
+            digest.update(f.read())
+        else:
+            for i in range(_BLOCKS):
+                f.seek((size - _BLOCK) * i // (_BLOCKS - 1))
+                digest.update(f.read(_BLOCK))
+    return digest.hexdigest()
+
+
+class CacheWriter:
+    """Fills one cache entry frame by frame; `commit` publishes it only if every frame arrived."""
+
+    def __init__(self, final: Path, tmp: Path, shape: tuple[int, ...]):
+        self.final, self.tmp, self.count = final, tmp, 0
+        self._array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+
+    def write(self, frame: np.ndarray) -> None:
+        """Store the next frame (uint8 ``[C, H, W]``); frames beyond the expected count are ignored."""
+        if self.count < len(self._array):
+            self._array[self.count] = frame
+        self.count += 1
+
+    def commit(self) -> bool:
+        """Publish the entry if exactly the expected number of frames was written; else discard it."""
+        complete = self.count == len(self._array)
+        if complete:
+            self._array.flush()
+        del self._array
+        if complete:
+            os.replace(self.tmp, self.final)
+        else:
+            self.tmp.unlink(missing_ok=True)
+        return complete
+
+    def abort(self) -> None:
+        """Discard the partial entry."""
+        if hasattr(self, "_array"):
+            del self._array
+        self.tmp.unlink(missing_ok=True)
+
+
+class FrameCache:
+    """Decoded frames on disk, keyed by file content and decode settings.
+
+    Args:
+        cache_dir: Directory for the entries (created if missing).
+    """
+
+    def __init__(self, cache_dir):
+        self.dir = Path(cache_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._keys: dict[tuple, str] = {}
+        self._lock = threading.Lock()
+        self._serial = itertools.count()
+
+    def _entry(self, path, size: tuple[int, int], channels: int, stride: int) -> Path:
+        st = os.stat(path)
+        stamp = (str(path), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            key = self._keys.get(stamp)
+        if key is None:  # hashing reads up to 16 MiB: once per file and process
+            key = content_key(path)
+            with self._lock:
+                self._keys[stamp] = key
+        params = f"{_FORMAT}:{key}:{size[0]}x{size[1]}:c{channels}:s{stride}"
+        return self.dir / f"{hashlib.sha256(params.encode()).hexdigest()[:40]}.npy"
+
+    def load(self, path, size: tuple[int, int], channels: int, stride: int) -> np.ndarray | None:
+        """The cached frames of ``path`` as a read-only memory map ``[T, C, H, W]``, or None."""
+        entry = self._entry(path, size, channels, stride)
+        try:
+            return np.load(entry, mmap_mode="r")
+        except (OSError, ValueError):
+            return None
+
+    def writer(self, path, size: tuple[int, int], channels: int, stride: int, frames: int) -> CacheWriter:
+        """A writer for the entry of ``path``, expecting ``frames`` frames."""
+        entry = self._entry(path, size, channels, stride)
+        tmp = entry.with_name(f".{entry.stem}.{os.getpid()}-{next(self._serial)}.tmp.npy")
+        return CacheWriter(entry, tmp, (frames, channels, *size))

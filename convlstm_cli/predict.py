@@ -1,0 +1,322 @@
+"""`convlstm predict`: what a trained model expects next, on a clip of any length, beside the truth.
+
+Two modes, both in constant memory (the clip is decoded and scored in chunks, the state carried):
+
+- stream (default): for every frame t the model predicts t+1 … t+horizon (`predict_each_step`).
+  Frame t+1's prediction is scored against the truth and shown in the video; lead times 2…horizon
+  are scored too (`by_step`).
+- forecast (`context=N`): observe frames 0…N−1, forecast frames N…N+K−1 from the state after frame
+  N−1. Forecast frames past the clip's end have no ground truth and are not scored.
+
+Every score has the copy-last-frame baseline beside it (the last observed frame as the prediction).
+Outputs go through `PredictionOutputs` (temporary names, renamed together at the end).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from convlstm_cli.checkpoint import LoadedModel, load_model
+from convlstm_cli.device import autocast, resolve_device, resolve_precision
+from convlstm_cli.errors import InputError, VideoError
+from convlstm_cli.metrics import MetricAccumulator
+from convlstm_cli.predict_io import PredictionOutputs, open_clip, to_uint8
+
+Progress = Callable[[int, int | None], None]
+
+
+@dataclass
+class StreamChunk:
+    """One chunk of a stream: inputs [start, start+n) and what the model made of them.
+
+    `pred[i, k]` forecasts frame start+i+k+1; `future` holds the frames after the inputs that were
+    already decoded (up to horizon of them; fewer at the clip's end), so `frames` = inputs ‖ future
+    are the ground truth, and `frames_u8` the same as decoded.
+    """
+
+    start: int
+    frames_u8: np.ndarray  # uint8 [n + m, C, H, W]
+    frames: Tensor  # float [n + m, C, H, W] in [0, 1], on the model's device
+    pred: Tensor  # float32 [n, horizon, C, H, W]
+
+    @property
+    def n(self) -> int:
+        return self.pred.shape[0]
+
+    def scored(self, k: int) -> int:
+        """How many of this chunk's lead-k predictions have ground truth (k = 1 … horizon)."""
+        return max(0, min(self.n, self.frames.shape[0] - k))
+
+
+def _to_device(frames_u8: list[np.ndarray], device: torch.device) -> Tensor:
+    return torch.from_numpy(np.stack(frames_u8)).to(device).float().div_(255.0)
+
+
+def stream_predict(
+    model: torch.nn.Module,
+    frames: Iterable[np.ndarray],
+    horizon: int = 1,
+    chunk: int = 64,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+) -> Iterator[StreamChunk]:
+    """Stream frames through the model chunk by chunk with its state carried.
+
+    Holds at most chunk + horizon decoded frames: a chunk is run once the `horizon` frames after it
+    are decoded (so all its predictions that have a truth can be scored), then dropped.
+
+    Args:
+        model: an `EncoderForecaster` (eval mode).
+        frames: uint8 [C, H, W] frames in order (e.g. `iter_frames(...)`); any iterable.
+        horizon: frames forecast from every frame.
+        chunk: input frames per model call (results do not depend on it).
+        device, precision: where and how the model runs ("bf16" or "fp32").
+
+    Yields:
+        `StreamChunk`s covering every input frame exactly once, in order.
+    """
+    device = torch.device(device)
+    state, start, buf = None, 0, []
+
+    def run(n: int) -> StreamChunk:
+        nonlocal state
+        window = buf[: n + horizon]
+        x = _to_device(window, device)
+        with torch.inference_mode(), autocast(device, precision):
+            pred, state = model.predict_each_step(x[None, :n], state, horizon)
+        return StreamChunk(start, np.stack(window), x, pred[0].float())
+
+    for frame in frames:
+        buf.append(frame)
+        if len(buf) == chunk + horizon:
+            yield run(chunk)
+            start, buf = start + chunk, buf[chunk:]
+    while buf:
+        n = min(chunk, len(buf))
+        yield run(n)
+        start, buf = start + n, buf[n:]
+
+
+def encode_context(model, frames: Iterator[np.ndarray], context: int, chunk: int, device, precision):
+    """Run the encoder over the first `context` frames in chunks; (state, last frame uint8, count)."""
+    device = torch.device(device)
+    state, last, seen, buf = None, None, 0, []
+
+    def flush():
+        nonlocal state
+        x = _to_device(buf, device)[None]
+        with torch.inference_mode(), autocast(device, precision):
+            state, _ = model.encode(x, state)
+        buf.clear()
+
+    for frame in frames:
+        buf.append(frame)
+        last, seen = frame, seen + 1
+        if len(buf) == chunk or seen == context:
+            flush()
+        if seen == context:
+            break
+    return state, last, seen
+
+
+@dataclass
+class PredictResult:
+    """Scores and facts of one prediction run (`to_dict()` is metrics.json)."""
+
+    mode: str
+    clip: str
+    checkpoint: str
+    step: int
+    frames: int  # frames read from the clip (after stride and max_frames)
+    size: tuple[int, int]
+    channels: int
+    fps: float
+    horizon: int
+    context: int | None
+    device: str
+    precision: str
+    frame_index: list[int] = field(default_factory=list)  # frame scored at each per-frame position
+    model: MetricAccumulator = field(default_factory=MetricAccumulator)
+    baseline: MetricAccumulator = field(default_factory=MetricAccumulator)
+    by_step: list[tuple[MetricAccumulator, MetricAccumulator]] = field(default_factory=list)
+    unscored: list[int] = field(default_factory=list)  # forecast frames past the clip's end
+    notes: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        def block(acc: MetricAccumulator, per_frame: bool = True) -> dict:
+            out = {k: _finite(v) for k, v in acc.means().items()}
+            if per_frame:
+                out["per_frame"] = {k: [_finite(x) for x in v] for k, v in acc.per_frame().items()}
+            return out
+
+        steps = [{"step": k + 1, "frames": len(m), "model": block(m, False), "baseline": block(b, False)}
+                 for k, (m, b) in enumerate(self.by_step)]
+        return {
+            "mode": self.mode, "clip": self.clip, "checkpoint": self.checkpoint, "checkpoint_step": self.step,
+            "frames": self.frames, "size": list(self.size), "channels": self.channels, "fps": self.fps,
+            "horizon": self.horizon, "context": self.context, "device": self.device,
+            "precision": self.precision, "scored_frames": len(self.model), "frame_index": self.frame_index,
+            "model": block(self.model), "baseline": block(self.baseline), "by_step": steps,
+            "unscored_frames": self.unscored, "notes": self.notes, "outputs": self.outputs,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _finite(x: float) -> float | None:
+    # JSON has no NaN/inf: a mean over zero frames is null.
+    return x if np.isfinite(x) else None
+
+
+def _score_stream(result: PredictResult, ch: StreamChunk, outputs: PredictionOutputs) -> None:
+    base = ch.frames[: ch.n]  # copy-last-frame: frame t predicts every later frame
+    for k in range(1, result.horizon + 1):
+        nv = ch.scored(k)
+        if nv == 0:
+            continue
+        truth = ch.frames[k : k + nv]
+        m, b = result.by_step[k - 1]
+        m.update(ch.pred[:nv, k - 1], truth)
+        b.update(base[:nv], truth)
+        if k == 1:
+            result.frame_index += range(ch.start + 1, ch.start + 1 + nv)
+            outputs.add_frames(ch.frames_u8[1 : 1 + nv], to_uint8(ch.pred[:nv, 0]))
+    # The forecast strip shows the latest frame whose whole horizon has ground truth (else frame 0).
+    full = ch.frames.shape[0] - 1 - result.horizon
+    if full >= 0 or ch.start == 0:
+        i = min(max(full, 0), ch.n - 1)
+        truth = ch.frames_u8[i + 1 : i + 1 + result.horizon]
+        outputs.set_strip(ch.start + i, truth, to_uint8(ch.pred[i]))
+
+
+def _run_stream(result, loaded, frames, chunk, device, outputs, progress) -> None:
+    result.by_step = [(MetricAccumulator(), MetricAccumulator()) for _ in range(result.horizon)]
+    for ch in stream_predict(loaded.model, frames, result.horizon, chunk, device, result.precision):
+        result.frames = ch.start + ch.n
+        _score_stream(result, ch, outputs)
+        if progress:
+            progress(result.frames, None)
+    if result.frames < 2:
+        raise VideoError(f"{result.clip}: too short: {result.frames} frame(s), streaming needs at least 2")
+    m, b = result.by_step[0]
+    result.model, result.baseline = m, b
+
+
+def _run_forecast(result, loaded, frames, chunk, device, outputs, progress) -> None:
+    n, k = result.context, result.horizon
+    frames = iter(frames)
+    state, last, seen = encode_context(loaded.model, frames, n, chunk, device, result.precision)
+    if seen < n:
+        raise VideoError(f"{result.clip}: too short: {seen} frame(s), --context {n} needs at least {n}")
+    last_t = _to_device([last], device)
+    with torch.inference_mode(), autocast(device, result.precision):
+        pred = loaded.model.forecast(state, last_t, k)[0].float()  # [K, C, H, W]
+    truth_u8 = list(itertools.islice(frames, k))
+    result.frames = n + len(truth_u8)
+    if progress:
+        progress(result.frames, None)
+    pred_u8, have = to_uint8(pred), len(truth_u8)
+    result.by_step = [(MetricAccumulator(), MetricAccumulator()) for _ in range(have)]
+    if have:
+        truth = _to_device(truth_u8, device)
+        scores = result.model.update(pred[:have], truth)
+        bases = result.baseline.update(last_t.expand(have, -1, -1, -1), truth)
+        for j, (m, b) in enumerate(result.by_step):
+            m.add({key: v[j] for key, v in scores.items()})
+            b.add({key: v[j] for key, v in bases.items()})
+        result.frame_index = list(range(n, n + have))
+    result.unscored = list(range(n + have, n + k))
+    if result.unscored:
+        result.notes.append(
+            f"frames {result.unscored[0]}-{result.unscored[-1]} are past the clip's end "
+            f"({n + have} frames): no ground truth, not scored"
+        )
+    outputs.add_frames(truth_u8 + [None] * (k - have), pred_u8)
+    outputs.set_strip(n - 1, np.stack(truth_u8) if have else truth_u8, pred_u8)
+
+
+def resolve_model(checkpoint: str | Path | LoadedModel, device: torch.device) -> LoadedModel:
+    """A LoadedModel as given (moved to `device`), or loaded from a checkpoint file or run directory."""
+    if isinstance(checkpoint, LoadedModel):
+        checkpoint.model.to(device).eval()
+        return checkpoint
+    return load_model(checkpoint, device)
+
+
+def predict_clip(
+    clip: str | Path,
+    checkpoint: str | Path | LoadedModel,
+    out_dir: str | Path | None = None,
+    *,
+    context: int | None = None,
+    horizon: int | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    chunk: int = 64,
+    max_frames: int | None = None,
+    video: bool = True,
+    gif: bool = True,
+    png: bool = True,
+    gif_max_frames: int = 300,
+    error_gain: float = 4.0,
+    progress: Progress | None = None,
+) -> PredictResult:
+    """Predict on one clip, score against the truth and the copy-last baseline, write the outputs.
+
+    Args:
+        clip: a video file; decoded at the model's size, channels and temporal stride.
+        checkpoint: a checkpoint file, a run directory (best, else last) or a `LoadedModel`.
+        out_dir: where prediction.mp4/.gif, forecast.png and metrics.json go (None: nothing written).
+        context: forecast mode: observe this many frames, then forecast `horizon` frames.
+        horizon: frames forecast (stream: from every frame; default: the model's horizon).
+        device: "auto", "cpu" or "cuda". precision: "auto" (bf16 where supported), "bf16", "fp32".
+        chunk: frames per model call in stream mode (memory, not results, depends on it).
+        max_frames: read at most this many frames of the clip.
+        video, gif, png: write prediction.mp4, prediction.gif, forecast.png.
+        gif_max_frames: the GIF holds the first this many frames (the mp4 holds all).
+        error_gain: the error panels show |error| × this.
+        progress: called with (frames read, expected total or None) after each chunk.
+
+    Returns:
+        A `PredictResult`; `result.to_dict()` is what metrics.json holds.
+
+    Raises:
+        InputError: missing/unreadable/too-short clip, bad checkpoint or option; nothing is written.
+    """
+    for name, v in (("--context", context), ("--horizon", horizon), ("--chunk", chunk), ("--max-frames", max_frames)):
+        if v is not None and v < 1:
+            raise InputError(f"{name} must be at least 1, got {v}")
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    loaded = resolve_model(checkpoint, dev)
+    source = open_clip(clip, loaded.config, max_frames)
+    needed = context or 2
+    if source.expected_frames is not None and source.expected_frames < needed:
+        why = f"--context {context} needs" if context else "streaming needs"
+        raise VideoError(f"{clip}: too short: {source.expected_frames} frame(s), {why} at least {needed}")
+    prec = resolve_precision(precision, dev)
+    result = PredictResult(
+        "forecast" if context else "stream", str(clip), str(loaded.path), loaded.step, 0, source.size,
+        source.channels, source.fps, horizon or loaded.config.model.horizon, context, str(dev), prec,
+        notes=list(source.notes),
+    )
+    mode = "forecast" if context else "prediction t+1"
+    outputs = PredictionOutputs(out_dir, source, video=video, gif=gif, png=png, gif_max_frames=gif_max_frames,
+                                error_gain=error_gain, pred_label=mode)
+    run = _run_forecast if context else _run_stream
+    with outputs:
+        total = source.expected_frames
+        report = (lambda done, _: progress(done, total)) if progress else None
+        run(result, loaded, source.frames(), chunk, dev, outputs, report)
+        result.seconds = time.perf_counter() - t0
+        result.outputs = outputs.commit(result)
+    return result

@@ -1,0 +1,242 @@
+"""convlstm train: learning, exact resume, signals, broken files, config errors, checkpoints, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from convlstm_cli import checkpoint
+from convlstm_cli.cli import app
+from convlstm_cli.config import load_config
+from convlstm_cli.errors import CheckpointError, ConfigError
+
+runner = CliRunner()
+
+# A tiny model on 32×32 frames: fast enough for CI on 2 cores.
+TINY = [
+    "model.hidden_channels=8,16", "model.stem_channels=8", "model.horizon=2",
+    "data.size=32", "data.context=4", "data.batch_size=4", "data.workers=1",
+    "train.warmup_steps=2", "train.tensorboard=false", "train.eval_every=1000",
+]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    from convlstm_cli.data.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("videos")
+    make_dataset(root, num=6, frames=40, size=32, seed=1)
+    return root
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_cli(*args: str) -> object:
+    return runner.invoke(app, ["train", *args], catch_exceptions=False)
+
+
+def tiny_args(videos: Path, out: Path, *extra: str) -> list[str]:
+    sets = [a for s in TINY for a in ("--set", s)]
+    return [str(videos), "--out", str(out), *sets, *extra]
+
+
+def test_run_directory_contract(videos, tmp_path):
+    out = tmp_path / "run"
+    r = train_cli(*tiny_args(videos, out, "--max-steps", "4", "--log-every", "2"))
+    assert r.exit_code == 0, r.output
+    assert (out / "config.yaml").is_file()
+    last = out / "checkpoints" / "last.pt"
+    assert last.is_file() and (out / "checkpoints" / "best.pt").is_file()
+    lines = read_metrics(out)
+    train_lines = [x for x in lines if "loss" in x]
+    assert [x["step"] for x in train_lines] == [2, 4]
+    evals = [x for x in lines if "val_psnr" in x]
+    assert evals and {"baseline_psnr", "val_ssim", "val_mse", "val_mae"} <= set(evals[-1])
+    # Plain tensors and values only: loads with weights_only=True and holds every stateful part.
+    payload = torch.load(last, weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "rng", "streamers", "stream_states", "config", "step"):
+        assert key in payload, key
+    assert payload["step"] == 4
+    assert payload["config"]["model"]["hidden_channels"] == [8, 16]
+
+
+def test_existing_run_is_not_overwritten(videos, tmp_path):
+    out = tmp_path / "run"
+    assert train_cli(*tiny_args(videos, out, "--max-steps", "1")).exit_code == 0
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    r = runner.invoke(app, ["train", *tiny_args(videos, out, "--max-steps", "2")])
+    assert r.exit_code == 2
+    assert "already holds a run" in r.output and "--resume" in r.output
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_resume_logs_the_same_losses(videos, tmp_path):
+    common = ["--log-every", "1", "--set", "data.val_fraction=0", "--set", "train.save_every=1000"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert train_cli(*tiny_args(videos, full, "--max-steps", "8", *common)).exit_code == 0
+    assert train_cli(*tiny_args(videos, part, "--max-steps", "5", *common)).exit_code == 0
+    r = train_cli(str(videos), "--resume", str(part), "--max-steps", "8")
+    assert r.exit_code == 0, r.output
+    a = {x["step"]: x["loss"] for x in read_metrics(full) if "loss" in x}
+    b = {x["step"]: x["loss"] for x in read_metrics(part) if "loss" in x}
+    assert sorted(b) == list(range(1, 9))
+    for step in range(1, 9):
+        assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-9), step
+    # Losses must actually change between steps, or this comparison would prove nothing.
+    assert len({round(v, 9) for v in a.values()}) > 4
+
+
+def test_training_beats_copy_last_baseline(videos, tmp_path):
+    out = tmp_path / "learn"
+    r = train_cli(*tiny_args(videos, out, "--max-steps", "120", "--set", "train.lr=0.004",
+                             "--set", "data.val_fraction=0.2"))
+    assert r.exit_code == 0, r.output
+    final = [x for x in read_metrics(out) if "val_mse" in x][-1]
+    assert final["val_mse"] < final["baseline_mse"], final
+
+
+def test_broken_videos_are_skipped(videos, tmp_path):
+    import shutil
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(videos, mixed)
+    (mixed / "notes.mp4").write_text("this is not a video")
+    (mixed / "empty.avi").write_bytes(b"")
+    r = train_cli(*tiny_args(mixed, tmp_path / "run", "--max-steps", "2"))
+    assert r.exit_code == 0, r.output
+    assert "notes.mp4" in r.output and "empty.avi" in r.output
+
+
+def test_no_usable_video_is_one_clear_error(tmp_path):
+    (tmp_path / "a.mp4").write_text("nope")
+    r = runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2
+    assert "error:" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("train.lrr=0.1", "did you mean train.lr"),
+        ("modle.horizon=3", "did you mean model"),
+        ("train.max_steps=many", "train.max_steps: expected an integer"),
+        ("data.size=30", "divisible"),
+    ],
+)
+def test_config_errors_are_clear(videos, tmp_path, setting, message):
+    r = runner.invoke(app, ["train", str(videos), "--out", str(tmp_path / "r"), "--set", setting])
+    assert r.exit_code == 2
+    assert message in r.output and "Traceback" not in r.output
+
+
+def test_config_file_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  warmup_step: 3\n")
+    with pytest.raises(ConfigError, match="unknown config key train.warmup_step .did you mean train.warmup_steps"):
+        load_config(bad)
+    cfg = load_config("quickstart", ["train.lr=1e-3"], **{"train.seed": 5})
+    assert cfg.train.lr == 1e-3 and cfg.train.seed == 5
+
+
+def test_not_a_checkpoint_is_refused(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a convlstm-cli checkpoint"):
+        checkpoint.load(text)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": checkpoint.FORMAT, "model": {}, "config": {}, "obj": Path("x")}, pickled)
+    with pytest.raises(CheckpointError, match="pickled"):
+        checkpoint.load(pickled)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="marker"):
+        checkpoint.load(foreign)
+
+
+def test_atomic_save_keeps_previous_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    checkpoint.save(path, {"model": {"w": torch.ones(2)}, "config": {}})
+    good = path.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(OSError):
+        checkpoint.save(path, {"model": {"w": torch.zeros(2)}, "config": {}})
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_nonfinite_steps_are_skipped_and_counted(videos, tmp_path, monkeypatch):
+    from convlstm_cli.distributed import DistInfo
+    from convlstm_cli.runlog import RunLog
+    from convlstm_cli.train import Trainer, find_videos
+
+    cfg = load_config(None, TINY + ["train.max_bad_steps=3", "train.precision=fp32"])
+    log = RunLog(tmp_path, enabled=False)
+    train_v, val_v = find_videos(videos, cfg, log)
+    tr = Trainer(cfg, train_v, val_v, tmp_path, DistInfo(), log)
+    stream = iter(tr.streamer)
+    tr.step(next(stream))
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    opt_steps = [s["step"].clone() for s in tr.optimizer.state.values()]
+    monkeypatch.setattr(tr, "loss_fn", lambda p, t: (p - t).pow(2).mean() * float("nan"))
+    tr.step(next(stream))
+    after = tr.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the update was skipped
+    assert [s["step"] for s in tr.optimizer.state.values()] == opt_steps
+    assert int(tr.bad_total) == 1 and int(tr.bad_run) == 1
+    from convlstm_cli.train import TrainingDiverged, log_step
+
+    tr.step(next(stream))
+    tr.step(next(stream))
+    with pytest.raises(TrainingDiverged, match="3 consecutive steps"):
+        log_step(tr, 0.0)
+    tr.streamer.close()
+
+
+def test_sigint_saves_and_exits_130(videos, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "convlstm_cli", "train", *tiny_args(videos, out, "--max-steps", "100000",
+                                                                      "--log-every", "1")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    assert (out / "metrics.jsonl").exists(), "training never started"
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "resume with" in output and "Traceback" not in output
+    payload = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert payload["step"] >= 1
+    r = train_cli(str(videos), "--resume", str(out), "--max-steps", str(payload["step"] + 2))
+    assert r.exit_code == 0, r.output
+    assert torch.load(out / "checkpoints" / "last.pt", weights_only=True)["step"] == payload["step"] + 2
+
+
+def test_ddp_two_processes(videos, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "convlstm_cli", "train", *tiny_args(videos, out, "--max-steps", "3", "--device", "cpu")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    payload = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert payload["world_size"] == 2 and len(payload["streamers"]) == 2 and len(payload["stream_states"]) == 2
+    # Rank 0 alone logs: one line per logged step, not two.
+    steps = [x["step"] for x in read_metrics(out) if "loss" in x]
+    assert steps == sorted(set(steps))
