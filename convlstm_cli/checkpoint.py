@@ -101,6 +101,25 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
 
 
 @dataclass
+class ResumePoint:
+    """Where a resumed run continues: its directory and its last checkpoint's contents."""
+
+    run_dir: Path
+    path: Path
+    payload: dict[str, Any]
+
+
+def resume_point(path: str | Path) -> ResumePoint:
+    """The last checkpoint of a run directory (or a given checkpoint file), loaded once."""
+    p = Path(path)
+    ck = p / "checkpoints" / "last.pt" if p.is_dir() else p
+    if not ck.is_file():
+        raise CheckpointError(f"{p}: nothing to resume (no checkpoints/last.pt)")
+    run_dir = ck.parent.parent if ck.parent.name == "checkpoints" else ck.parent
+    return ResumePoint(run_dir, ck, load(ck))
+
+
+@dataclass
 class LoadedModel:
     """A model restored for inference, with the run config it was trained with."""
 

@@ -252,15 +252,19 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(path: str | Path | None = None, sets: list[str] | None = None, **overrides: Any) -> RunConfig:
+def load_config(path: str | Path | None = None, sets: list[str] | None = None, base: dict | None = None,
+                **overrides: Any) -> RunConfig:
     """YAML (optional) → dataclass defaults → `--set` items → flag overrides ("train.seed"=…), validated.
 
     Args:
         path: a YAML file or a sample config name, or None for the defaults.
         sets: `section.key=value` strings.
+        base: a resolved config (a resumed checkpoint's) to start from instead of a YAML file.
         overrides: dotted keys mapped to values; None values are ignored (flag not given).
     """
-    data = load_yaml(path) if path else {}
+    if path and base is not None:
+        raise ConfigError("a resumed run keeps its own config: change keys with --set instead of --config")
+    data = load_yaml(path) if path else dict(base or {})
     data = merge(data, parse_set(sets or []))
     for dotted, value in overrides.items():
         if value is not None:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from convlstm_cli.render import PanelLayout, StreamWriter, encode_png, strip_image, temp_path
 
+_HOLD = []
 STRIP_MAX_COLUMNS = 16  # forecast.png shows at most this many forecast frames (evenly spread)
 DEFAULT_FPS = 10.0  # for clips whose container gives no frame rate
 
@@ -163,6 +164,7 @@ class PredictionOutputs:
             if not writers:
                 return
             image = self.layout.triptych(truth, pred, self.gain)
+            _HOLD.append(image)
             for w in writers:
                 w.write(image)
 

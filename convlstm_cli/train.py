@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 
 from convlstm_cli import checkpoint, distributed
-from convlstm_cli.config import RunConfig, dump_yaml, from_dict, to_dict
+from convlstm_cli.config import RunConfig, dump_yaml, to_dict
 from convlstm_cli.device import autocast, resolve_device, resolve_precision
-from convlstm_cli.errors import CheckpointError, InputError
+from convlstm_cli.errors import InputError
 from convlstm_cli.evaluate import evaluate, to_unit
 from convlstm_cli.model.forecaster import EncoderForecaster
 from convlstm_cli.model.state import StreamState
@@ -296,30 +296,19 @@ def report_skipped(probe, log: RunLog) -> None:
         log.print(f"{len(probe.videos)} usable videos, {len(probe.skipped)} skipped")
 
 
-def train(video_dir: str | Path, cfg: RunConfig, out: str | Path | None = None, resume: str | Path | None = None,
-          console=None) -> RunResult:
+def train(video_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
+          resume: checkpoint.ResumePoint | None = None, console=None) -> RunResult:
     """Train on every usable video in `video_dir` and return where the run stands.
 
     Args:
         video_dir: folder of videos (searched recursively).
-        cfg: resolved run config (ignored in favour of the checkpoint's when resuming, except
-            train.max_steps / epochs / log / eval / save intervals, which may be raised).
+        cfg: resolved run config (when resuming, built from the checkpoint's config: see the CLI).
         out: run directory (default runs/<folder>-<n>; with `resume` and no `out`, the resumed one).
-        resume: a run directory to continue from its checkpoints/last.pt.
+        resume: `checkpoint.resume_point(run_dir)`: continue from that checkpoint exactly.
     """
     video_dir = Path(video_dir)
-    resume_dir = Path(resume) if resume else None
-    payload = None
-    if resume_dir is not None:
-        ck = resume_dir / "checkpoints" / "last.pt" if resume_dir.is_dir() else resume_dir
-        if not ck.is_file():
-            raise CheckpointError(f"{resume_dir}: nothing to resume (no checkpoints/last.pt)")
-        payload = checkpoint.load(ck)
-        cfg = resumed_config(payload["config"], cfg)
-        resume_dir = ck.parent.parent if ck.parent.name == "checkpoints" else ck.parent
-    run_dir = prepare_run_dir(Path(out) if out else None, resume_dir, video_dir)
-    device_type = resolve_device(cfg.train.device).type
-    info = distributed.init(device_type)
+    run_dir = prepare_run_dir(Path(out) if out else None, resume.run_dir if resume else None, video_dir)
+    info = distributed.init(resolve_device(cfg.train.device).type)
     log = RunLog(run_dir, enabled=info.is_main, tensorboard=cfg.train.tensorboard, console=console)
     try:
         if info.is_main:
@@ -327,9 +316,10 @@ def train(video_dir: str | Path, cfg: RunConfig, out: str | Path | None = None, 
             dump_yaml(cfg, run_dir / "config.yaml")
         train_videos, val_videos = find_videos(video_dir, cfg, log)
         trainer = Trainer(cfg, train_videos, val_videos, run_dir, info, log)
-        if payload is not None:
-            note = trainer.load_state_dict(payload, payload.get("streamers"), payload.get("stream_states"))
-            log.print(f"resumed {run_dir} at step {trainer.step_count} ({note})")
+        if resume is not None:
+            p = resume.payload
+            note = trainer.load_state_dict(p, p.get("streamers"), p.get("stream_states"))
+            log.print(f"resumed {resume.path} at step {trainer.step_count} ({note})")
             if info.is_main:
                 truncate_metrics(run_dir / "metrics.jsonl", trainer.step_count)
         log.print(
@@ -340,14 +330,6 @@ def train(video_dir: str | Path, cfg: RunConfig, out: str | Path | None = None, 
     finally:
         log.close()
         distributed.shutdown(info)
-
-
-def resumed_config(saved: dict, given: RunConfig) -> RunConfig:
-    """The checkpoint's config; the run's length and reporting intervals may be changed."""
-    cfg = from_dict(saved)
-    for key in ("max_steps", "epochs", "log_every", "eval_every", "save_every", "keep_last", "device"):
-        setattr(cfg.train, key, getattr(given.train, key))
-    return cfg
 
 
 def run_loop(tr: Trainer) -> RunResult:

@@ -81,12 +81,29 @@ def test_existing_run_is_not_overwritten(videos, tmp_path):
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
 
 
-def test_resume_logs_the_same_losses(videos, tmp_path):
-    common = ["--log-every", "1", "--set", "data.val_fraction=0", "--set", "train.save_every=1000"]
+def test_resume_logs_the_same_losses(videos, tmp_path, monkeypatch):
+    """A run stopped (by a real SIGINT) after step 5 and resumed logs the uninterrupted run's losses."""
+    from convlstm_cli import train as train_mod
+
+    common = ["--max-steps", "8", "--log-every", "1", "--set", "data.val_fraction=0",
+              "--set", "train.save_every=1000"]
     full, part = tmp_path / "full", tmp_path / "part"
-    assert train_cli(*tiny_args(videos, full, "--max-steps", "8", *common)).exit_code == 0
-    assert train_cli(*tiny_args(videos, part, "--max-steps", "5", *common)).exit_code == 0
-    r = train_cli(str(videos), "--resume", str(part), "--max-steps", "8")
+    assert train_cli(*tiny_args(videos, full, *common)).exit_code == 0
+
+    original = train_mod.Trainer.step
+
+    def step_then_interrupt(self, batch):
+        loss = original(self, batch)
+        if self.step_count == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler lets the step finish, then saves
+        return loss
+
+    monkeypatch.setattr(train_mod.Trainer, "step", step_then_interrupt)
+    r = runner.invoke(app, ["train", *tiny_args(videos, part, *common)])
+    assert r.exit_code == 130, r.output
+    monkeypatch.setattr(train_mod.Trainer, "step", original)
+    assert torch.load(part / "checkpoints" / "last.pt", weights_only=True)["step"] == 5
+    r = train_cli(str(videos), "--resume", str(part))
     assert r.exit_code == 0, r.output
     a = {x["step"]: x["loss"] for x in read_metrics(full) if "loss" in x}
     b = {x["step"]: x["loss"] for x in read_metrics(part) if "loss" in x}

@@ -26,6 +26,7 @@ def train_command(
     stateless: Annotated[bool, typer.Option("--stateless", help="Reset the hidden state every chunk (for comparison).")] = False,
 ) -> None:
     """Train a ConvLSTM encoder-forecaster on every video in VIDEO_DIR, carrying each lane's state."""
+    from convlstm_cli.checkpoint import resume_point
     from convlstm_cli.config import load_config
     from convlstm_cli.train import train
 
@@ -37,7 +38,8 @@ def train_command(
             "train.seed": seed, "train.log_every": log_every, "train.stateless": True if stateless else None,
             "data.val_dir": str(val_dir) if val_dir else None,
         }
-        cfg = load_config(config, set_ or [], **overrides)
-        result = train(video_dir, cfg, out=out, resume=resume)
+        point = resume_point(resume) if resume else None
+        cfg = load_config(config, set_ or [], base=point.payload["config"] if point else None, **overrides)
+        result = train(video_dir, cfg, out=out, resume=point)
     if result.interrupted:
         raise typer.Exit(code=130)

@@ -130,17 +130,23 @@ class _LaneReader:
             self.buffer.append(frame)
             self.pos += 1
         self.next_start = start + self.context
+        if self.writer is not None and self.next_start + self.span > self.expected:
+            self._finish_cache()  # the video's last window: only the short tail is left to decode
         return list(self.buffer)
 
-    def close(self, finish_cache: bool) -> None:
-        """Stop reading; completes the cache entry when only the short tail is left to decode."""
+    def _finish_cache(self) -> None:
+        for frame in self.frames:
+            self.writer.write(frame)
+        if self.error is None:
+            self.writer.commit()  # publishes only if every expected frame arrived
+        else:
+            self.writer.abort()
+        self.writer = None
+
+    def close(self) -> None:
+        """Stop reading (an unfinished cache entry is discarded)."""
         if self.writer is not None:
-            if finish_cache and self.error is None and self.expected - self.pos <= self.span:
-                for frame in self.frames:
-                    self.writer.write(frame)
-                self.writer.commit()
-            else:
-                self.writer.abort()
+            self.writer.abort()
         if self.frames is not None:
             self.frames.close()
 
@@ -253,15 +259,15 @@ class _Run:
         reader = readers.get(lane)
         if entry.video == IDLE:
             if reader is not None:
-                readers.pop(lane).close(finish_cache=True)
+                readers.pop(lane).close()
             return None
         if reader is None or entry.reset or reader.video != entry.video or reader.next_start != entry.start:
             if reader is not None:
-                readers.pop(lane).close(finish_cache=True)
+                readers.pop(lane).close()
             try:
                 reader = readers[lane] = _LaneReader(self.s, entry.video, entry.start)
-            except VideoError as e:
-                return _Failure(0, getattr(e, "reason", str(e)))
+            except (VideoError, OSError) as e:  # gone or unreadable since it was probed
+                return _Failure(0, getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e))
         return reader.window(entry.start)
 
     def _do(self, readers, lane: int, t: int, entry: Entry) -> None:
@@ -294,7 +300,7 @@ class _Run:
                 self.cond.notify_all()
         finally:
             for reader in readers.values():
-                reader.close(finish_cache=False)
+                reader.close()
 
     # -- handing out (consumer thread) --------------------------------------------------------------
 
@@ -349,7 +355,7 @@ class _Run:
         for thread in self.threads:
             thread.join()
         for reader in self.sync_readers.values():
-            reader.close(finish_cache=False)
+            reader.close()
         self.sync_readers.clear()
 
 
