@@ -241,7 +241,7 @@ def _run_forecast(result, loaded, frames, chunk, device, outputs, progress) -> N
             f"({n + have} frames): no ground truth, not scored"
         )
     outputs.add_frames(truth_u8 + [None] * (k - have), pred_u8)
-    outputs.set_strip(n - 1, np.stack(truth_u8) if have else truth_u8, pred_u8)
+    outputs.set_strip(n - 1, truth_u8, pred_u8)
 
 
 def resolve_model(checkpoint: str | Path | LoadedModel, device: torch.device) -> LoadedModel:
@@ -315,6 +315,8 @@ def predict_clip(
     run = _run_forecast if context else _run_stream
     with outputs:
         total = source.expected_frames
+        if context and total is not None:
+            total = min(total, context + result.horizon)
         report = (lambda done, _: progress(done, total)) if progress else None
         run(result, loaded, source.frames(), chunk, dev, outputs, report)
         result.seconds = time.perf_counter() - t0

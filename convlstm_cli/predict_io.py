@@ -23,7 +23,6 @@ from torch import Tensor
 
 from convlstm_cli.render import PanelLayout, StreamWriter, encode_png, strip_image, temp_path
 
-_HOLD = []
 STRIP_MAX_COLUMNS = 16  # forecast.png shows at most this many forecast frames (evenly spread)
 DEFAULT_FPS = 10.0  # for clips whose container gives no frame rate
 
@@ -85,7 +84,7 @@ def open_clip(path: str | Path, config, max_frames: int | None = None) -> ClipSo
     elif c == 3 and not colour:
         notes.append("clip is grayscale; converted to RGB (the model takes 3 channels)")
     if stride > 1:
-        notes.append(f"every {stride}th frame is used (the model was trained with data.stride={stride})")
+        notes.append(f"1 frame in every {stride} is used (the model was trained with data.stride={stride})")
     expected = info.strided_frames(stride)
     if max_frames:
         expected = min(expected, max_frames)
@@ -113,7 +112,9 @@ class PredictionOutputs:
         self.gif_max_frames = gif_max_frames
         h, w = source.size
         self.labels = ("truth", pred_label, f"|error| x{error_gain:g}")
-        self.layout = PanelLayout(h, w, source.channels, self.labels) if video or gif else None
+        wants_frames = self.want.get("video") or self.want.get("gif")
+        self.layout = PanelLayout(h, w, source.channels, self.labels) if wants_frames else None
+        self.count = 0  # images composed for the video
         self.writers: dict[str, StreamWriter] = {}
         self.strip: tuple[int, Sequence[np.ndarray], np.ndarray] | None = None
         self.temps: list[tuple[Path, Path]] = []  # (temporary, final) of finished files
@@ -127,7 +128,12 @@ class PredictionOutputs:
 
                 raise InputError(f"{self.dir}: exists and is not a directory (--out needs a directory)")
             self._created_dir = not self.dir.exists()
-            self.dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                from convlstm_cli.errors import InputError
+
+                raise InputError(f"{self.dir}: cannot create the output directory ({e.strerror})") from None
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -160,13 +166,12 @@ class PredictionOutputs:
         """Append truth | prediction | error images; truth None means past the clip's end."""
         writers = [w for w in (self._writer("video"), self._writer("gif")) if w is not None]
         for truth, pred in zip(truths, preds, strict=True):
+            self.count += 1
             writers = [w for w in writers if w.max_frames is None or w.frames < w.max_frames]
-            if not writers:
-                return
-            image = self.layout.triptych(truth, pred, self.gain)
-            _HOLD.append(image)
-            for w in writers:
-                w.write(image)
+            if writers:
+                image = self.layout.triptych(truth, pred, self.gain)
+                for w in writers:
+                    w.write(image)
 
     def set_strip(self, anchor: int, truths: Sequence[np.ndarray], preds: np.ndarray) -> None:
         """Remember the forecast shown in forecast.png: frames anchor+1 … from frame `anchor`."""
@@ -204,6 +209,10 @@ class PredictionOutputs:
             self._write_temp("forecast.png", self.strip_png())
             finals["png"] = str(self.dir / "forecast.png")
         finals["metrics"] = str(self.dir / "metrics.json")
+        gif = self.writers.get("gif")
+        if gif is not None and gif.frames < self.count:
+            result.notes.append(f"prediction.gif holds the first {gif.frames} of {self.count} frames "
+                                "(prediction.mp4 holds all)")
         result.outputs = finals
         self._write_temp("metrics.json", json.dumps(result.to_dict(), indent=1, allow_nan=False).encode())
         for w in self.writers.values():

@@ -94,7 +94,8 @@ def test_stream_outputs_and_metrics(run_dir, clip, tmp_path):
                                                      "prediction.mp4"]
     video, gif = decode(out / "prediction.mp4"), decode(out / "prediction.gif")
     assert len(video) == FRAMES - 1 and video[0].shape[:2] == VIDEO_HW  # one frame per scored frame t+1
-    assert len(gif) == 10 and gif[0].shape[:2] == VIDEO_HW  # capped
+    assert len(gif) == 10 and gif[0].shape[:2] == VIDEO_HW  # capped, and the output says so
+    assert any("first 10 of 29 frames" in note for note in result.notes)
     png = decode(out / "forecast.png")
     assert len(png) == 1 and png[0].shape[1] > HORIZON * PANEL
 
@@ -194,6 +195,17 @@ def test_predict_clip_accepts_a_loaded_model(run_dir, clip):
     loaded = checkpoint.load_model(run_dir)
     result = predict_clip(clip, loaded, None, device="cpu", precision="fp32", max_frames=10, horizon=1)
     assert result.frames == 10 and len(result.model) == 9 and result.outputs == {}
+
+
+def test_bf16_where_supported_stays_close_to_fp32(run_dir, clip):
+    from convlstm_cli.device import bf16_supported
+
+    kw = dict(device="cpu", max_frames=12, horizon=2)
+    fp32 = predict_clip(clip, run_dir, None, precision="fp32", **kw)
+    bf16 = predict_clip(clip, run_dir, None, precision="bf16", **kw)
+    assert bf16.precision == ("bf16" if bf16_supported("cpu") else "fp32")
+    assert bf16.model.means()["psnr"] == pytest.approx(fp32.model.means()["psnr"], abs=0.3)
+    assert bf16.baseline.means() == fp32.baseline.means()  # the baseline never touches the model
 
 
 def _bad_inputs(tmp: Path, clip: Path, run_dir: Path) -> dict[str, tuple[list[str], str]]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from convlstm_cli.data import streamer as streamer_module
+from convlstm_cli.data import prefetch
 from convlstm_cli.data.streamer import ClipStreamer
 from convlstm_cli.data.synthetic import decode_index, write_index_video
 from convlstm_cli.data.video import VideoInfo, probe_video, read_frames
@@ -211,18 +211,24 @@ def test_a_file_gone_while_streaming_is_reported_and_skipped(index_videos, tmp_p
     assert [(Path(p.path).name, p.reason) for p in s.problems] == [("v1.mp4", "no such file")]
     alive = {p: n for p, n in zip(paths, (v.frames for v in infos), strict=True) if p.name != "v1.mp4" and n >= SPAN}
     assert set(played(batches)) == expected_windows(alive)
+    for p in paths[:3]:
+        p.unlink(missing_ok=True)
+    assert take(make(infos[:3], loop=False)) == []  # a pass with nothing playable is empty ...
+    with pytest.raises(NoUsableVideoError, match="every video failed while streaming"):
+        take(make(infos[:3]), 5)  # ... and an endless one says so instead of spinning
 
 
 def test_cache_serves_later_epochs_without_decoding(index_videos, tmp_path, monkeypatch):
     reference = take(make(index_videos, batch_size=2), 40)
     warm = take(make(index_videos, batch_size=2, cache_dir=tmp_path), 40)
     assert_same(warm, reference)
+    assert_same([b.to("cpu") for b in warm[:2]], reference[:2])
     assert len(list(tmp_path.glob("*.npy"))) == 6 and not list(tmp_path.glob(".*"))  # no temp files
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although the frames are cached")
 
-    monkeypatch.setattr(streamer_module, "iter_frames", no_decoding)
+    monkeypatch.setattr(prefetch, "iter_frames", no_decoding)
     assert_same(take(make(index_videos, batch_size=2, cache_dir=tmp_path), 40), reference)
 
 

@@ -55,7 +55,8 @@ def bad_dir(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     (root / "cut_in_half.mp4").write_bytes(good[: len(good) // 2])  # index up front, data cut
     moov_last = V.write_video(root / "moov_last.mp4", index_frames(20, (32, 32)), faststart=False).read_bytes()
     (root / "moov_last.mp4").write_bytes(moov_last[: len(moov_last) // 2])  # index lost with the tail
-    (root / "cut_in_header.mp4").write_bytes(good[:406])  # PyAV#2344: stream without codec context
+    # PyAV#2344: cut inside the first coded frame, the stream opens without a codec context.
+    (root / "cut_in_first_frame.mp4").write_bytes(good[: good.index(b"mdat") + 24])
     _write_audio_only(root / "sound.mp4")
     (root / "sub").mkdir()
     write_index_video(root / "sub" / "short.mkv", 3, (32, 32))
@@ -66,7 +67,7 @@ def bad_dir(tmp_path_factory) -> tuple[Path, dict[str, str]]:
         "picture.avi": "still image",
         "cut_in_half.mp4": "truncated",
         "moov_last.mp4": "not a readable video",
-        "cut_in_header.mp4": "no decoder",
+        "cut_in_first_frame.mp4": "no decoder",
         "sound.mp4": "audio only",
         "short.mkv": "too short",
     }
@@ -212,6 +213,14 @@ def test_probe_trusts_a_whole_index_and_rejects_a_cut_one(bad_dir):
     assert info.frames == 20 and not info.counted  # the index matched the packets: no decoding
     with pytest.raises(VideoError, match=r"truncated: the container lists 20 frames, the file holds \d+$"):
         V.probe_video(bad_dir[0] / "cut_in_half.mp4")
+
+
+def test_find_video_files_recurses_skips_hidden_and_survives_symlink_loops(tmp_path):
+    for name in ("b/clip.MP4", "a/x.webm", ".hidden/h.mp4", "a/.partial.mp4", "a/notes.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in V.find_video_files(tmp_path)] == ["a/x.webm", "b/clip.MP4"]
 
 
 def test_probe_single_file_and_missing_paths(bad_dir, tmp_path):

@@ -40,34 +40,40 @@ def content_key(path) -> str:
 
 
 class CacheWriter:
-    """Fills one cache entry frame by frame; `commit` publishes it only if every frame arrived."""
+    """Fills one cache entry frame by frame; `commit` publishes it only if every frame arrived.
+
+    Frames are appended with ordinary writes (not through a memory map), so a full disk is an
+    `OSError` the caller can catch rather than a SIGBUS.
+    """
 
     def __init__(self, final: Path, tmp: Path, shape: tuple[int, ...]):
-        self.final, self.tmp, self.count = final, tmp, 0
-        self._array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        self.final, self.tmp, self.expected, self.count = final, tmp, shape[0], 0
+        self._frame_bytes = int(np.prod(shape[1:]))
+        self._file = open(tmp, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(self._file, header)
 
     def write(self, frame: np.ndarray) -> None:
-        """Store the next frame (uint8 ``[C, H, W]``); frames beyond the expected count are ignored."""
-        if self.count < len(self._array):
-            self._array[self.count] = frame
+        """Append the next frame (uint8 ``[C, H, W]``); frames beyond the expected count are ignored."""
+        if self.count < self.expected:
+            data = np.ascontiguousarray(frame, dtype=np.uint8).tobytes()
+            if len(data) != self._frame_bytes:
+                raise ValueError(f"cache frame has {len(data)} bytes, expected {self._frame_bytes}")
+            self._file.write(data)
         self.count += 1
 
     def commit(self) -> bool:
         """Publish the entry if exactly the expected number of frames was written; else discard it."""
-        complete = self.count == len(self._array)
-        if complete:
-            self._array.flush()
-        del self._array
-        if complete:
-            os.replace(self.tmp, self.final)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        return complete
+        if self.count != self.expected:
+            self.abort()
+            return False
+        self._file.close()
+        os.replace(self.tmp, self.final)
+        return True
 
     def abort(self) -> None:
         """Discard the partial entry."""
-        if hasattr(self, "_array"):
-            del self._array
+        self._file.close()
         self.tmp.unlink(missing_ok=True)
 
 

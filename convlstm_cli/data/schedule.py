@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from convlstm_cli.errors import NoUsableVideoError
+
 IDLE = -1
 
 
@@ -101,7 +103,7 @@ class Schedule:
                 return video
             drawn += 1
             if drawn > len(self.order):
-                raise RuntimeError("every video failed while streaming")
+                raise NoUsableVideoError("every video failed while streaming (see the streamer's problems)")
 
     def step(self) -> list[Entry] | None:
         """Plan the next batch; None when a non-looping pass is over (every lane idle)."""

@@ -28,9 +28,9 @@ the next video (reset), the file is listed in ``problems`` and later epochs play
 break. Such breaks are deterministic, so they do not disturb resuming.
 
 **Speed.** The schedule is planned in the consumer thread, up to ``prefetch`` batches ahead; decoding
-runs in ``workers`` threads (lane b belongs to thread b mod workers, which keeps one decoder open per
-lane and reads sequentially, holding only the last window's frames). PyAV releases the GIL while it
-decodes and scales. Batches are allocated in pinned memory when CUDA is present, for
+runs in ``workers`` threads (`convlstm_cli.data.prefetch`): lane b belongs to thread b mod workers,
+which keeps one decoder open per lane and reads sequentially, holding only the last window's frames.
+PyAV releases the GIL while it decodes and scales. Batches are allocated in pinned memory when CUDA is present, for
 ``non_blocking`` copies. With ``cache_dir`` every fully played video is stored decoded at the target
 size (`cache.FrameCache`) and later plays read the memory-mapped frames instead of decoding.
 
@@ -42,18 +42,16 @@ the batches the original would have yielded next.
 from __future__ import annotations
 
 import os
-import threading
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from convlstm_cli.data.cache import FrameCache
-from convlstm_cli.data.schedule import IDLE, Entry, Schedule, shard, windows
-from convlstm_cli.data.video import Skipped, VideoInfo, iter_frames, probe_video
+from convlstm_cli.data.prefetch import Flight, Prefetcher, StreamSpec
+from convlstm_cli.data.schedule import IDLE, Schedule, shard, windows
+from convlstm_cli.data.video import Skipped, VideoInfo, probe_video
 from convlstm_cli.errors import ConfigError, InputError, NoUsableVideoError, VideoError
 
 STATE_FORMAT = "convlstm-cli/clip-streamer/1"
@@ -87,278 +85,6 @@ class Batch:
         return replace(self, **move)
 
 
-@dataclass
-class _Failure:
-    available: int  # strided frames that could be read before the break
-    reason: str
-
-
-class _LaneReader:
-    """One lane's current video: an open decoder (or cached frames) read strictly forwards."""
-
-    def __init__(self, streamer: ClipStreamer, video: int, start: int):
-        s = streamer
-        self.video, self.path, self.expected = video, s._paths[video], s._lengths[video]
-        self.context, self.span = s.context, s.context + s.horizon
-        self.next_start = self.pos = start
-        self.error: str | None = None
-        self.frames = self.writer = None
-        self.buffer: deque[np.ndarray] = deque(maxlen=self.span)
-        self.cached = s._cache.load(self.path, s.size, s.channels, s.stride) if s._cache else None
-        if self.cached is None:
-            self.frames = iter_frames(self.path, s.size, s.channels, s.stride, start, on_error=self._on_error)
-            if s._cache is not None and start == 0:
-                self.writer = s._cache.writer(self.path, s.size, s.channels, s.stride, self.expected)
-
-    def _on_error(self, message: str) -> None:
-        self.error = message
-
-    def window(self, start: int):
-        """Frames ``[start, start + span)``: an array or list of ``[C, H, W]``, or a `_Failure`."""
-        if self.cached is not None:
-            if start + self.span > len(self.cached):
-                return _Failure(len(self.cached), f"cached frames end at {len(self.cached)}")
-            self.next_start = start + self.context
-            return self.cached[start : start + self.span]
-        while self.pos < start + self.span:
-            frame = next(self.frames, None)
-            if frame is None:
-                reason = self.error or f"ended after {self.pos} frames, the probe counted {self.expected}"
-                return _Failure(self.pos, reason)
-            if self.writer is not None:
-                self.writer.write(frame)
-            self.buffer.append(frame)
-            self.pos += 1
-        self.next_start = start + self.context
-        if self.writer is not None and self.next_start + self.span > self.expected:
-            self._finish_cache()  # the video's last window: only the short tail is left to decode
-        return list(self.buffer)
-
-    def _finish_cache(self) -> None:
-        for frame in self.frames:
-            self.writer.write(frame)
-        if self.error is None:
-            self.writer.commit()  # publishes only if every expected frame arrived
-        else:
-            self.writer.abort()
-        self.writer = None
-
-    def close(self) -> None:
-        """Stop reading (an unfinished cache entry is discarded)."""
-        if self.writer is not None:
-            self.writer.abort()
-        if self.frames is not None:
-            self.frames.close()
-
-
-class _Flight:
-    """A planned batch being filled by the workers."""
-
-    def __init__(self, entries: list[Entry], s: ClipStreamer):
-        b, c, (h, w) = s.batch_size, s.channels, s.size
-        self.entries = entries
-        self.inputs = torch.empty((b, s.context, c, h, w), dtype=torch.uint8, pin_memory=s.pin_memory)
-        self.targets = torch.empty((b, s.horizon, c, h, w), dtype=torch.uint8, pin_memory=s.pin_memory)
-        self.done = [False] * b
-        self.failures: dict[int, _Failure] = {}
-
-    def fill(self, lane: int, frames, context: int) -> None:
-        inputs, targets = self.inputs[lane].numpy(), self.targets[lane].numpy()
-        if frames is None:
-            inputs.fill(0)
-            targets.fill(0)
-            return
-        for i, frame in enumerate(frames):
-            if i < context:
-                inputs[i] = frame
-            else:
-                targets[i - context] = frame
-
-
-class _Run:
-    """One iteration: the schedule run ahead, the batches in flight and the decoding threads."""
-
-    def __init__(self, streamer: ClipStreamer):
-        s = self.s = streamer
-        self.sched = s._new_schedule()
-        if self.sched.finished():
-            self.sched.new_pass()
-        self.cond = threading.Condition()
-        self.flights: dict[int, _Flight] = {}
-        self.snaps: dict[int, tuple] = {}  # schedule state before planning batch t
-        self.t = self.planned = 0  # next batch to hand out / to plan
-        self.exhausted = False
-        self.lane_next = [0] * s.batch_size  # next batch each lane must decode
-        self.error: BaseException | None = None
-        self.stopped = False
-        self.sync_readers: dict[int, _LaneReader] = {}
-        for _ in range(s.prefetch):
-            self._plan()
-        n = min(s.workers, s.batch_size)
-        self.threads = [
-            threading.Thread(target=self._worker, args=(range(w, s.batch_size, n),), daemon=True, name=f"clip-decode-{w}")
-            for w in range(n)
-        ]
-        for thread in self.threads:
-            thread.start()
-
-    # -- planning (consumer thread, under the lock) -------------------------------------------------
-
-    def _plan(self) -> None:
-        if self.exhausted:
-            return
-        self.snaps[self.planned] = self.sched.snapshot()
-        entries = self.sched.step()
-        if entries is None:
-            self.exhausted = True
-            return
-        self.flights[self.planned] = _Flight(entries, self.s)
-        self.planned += 1
-
-    def _replan(self, t: int) -> None:
-        """Record the breaks found in batch t, then plan batches t, t+1, ... again around them."""
-        flight = self.flights[t]
-        for lane, failure in sorted(flight.failures.items()):
-            video = flight.entries[lane].video
-            self.sched.broken[video] = min(self.sched.broken.get(video, failure.available), failure.available)
-            self.s._report(Skipped(self.s._paths[video], failure.reason))
-        old = {k: self.flights.pop(k) for k in range(t, self.planned)}
-        self.sched.restore(self.snaps[t])
-        self.planned, self.exhausted = t, False
-        dirty: list[int | None] = [None] * self.s.batch_size
-        for k in range(t, t + max(len(old), self.s.prefetch)):
-            self._plan()
-            if self.exhausted:
-                break
-            new = self.flights[k]
-            if k in old:  # keep the lanes whose plan is unchanged, with the frames already decoded
-                kept = old[k]
-                for lane in range(self.s.batch_size):
-                    if dirty[lane] is None and new.entries[lane] != kept.entries[lane]:
-                        dirty[lane] = k
-                    if dirty[lane] is None:
-                        new.done[lane] = kept.done[lane]
-                        if lane in kept.failures:
-                            new.failures[lane] = kept.failures[lane]
-                        new.inputs[lane], new.targets[lane] = kept.inputs[lane], kept.targets[lane]
-        for lane, k in enumerate(dirty):
-            if k is not None:  # from k on this lane plays something else: decode it again
-                self.lane_next[lane] = min(self.lane_next[lane], k)
-        self.cond.notify_all()
-
-    # -- decoding (worker threads) ------------------------------------------------------------------
-
-    def _next_task(self, lanes) -> tuple[int, int, Entry] | None:
-        ready = [(self.lane_next[b], b) for b in lanes if self.lane_next[b] in self.flights]
-        if not ready:
-            return None
-        t, lane = min(ready)
-        return lane, t, self.flights[t].entries[lane]
-
-    def _read(self, readers: dict[int, _LaneReader], lane: int, entry: Entry):
-        reader = readers.get(lane)
-        if entry.video == IDLE:
-            if reader is not None:
-                readers.pop(lane).close()
-            return None
-        if reader is None or entry.reset or reader.video != entry.video or reader.next_start != entry.start:
-            if reader is not None:
-                readers.pop(lane).close()
-            try:
-                reader = readers[lane] = _LaneReader(self.s, entry.video, entry.start)
-            except (VideoError, OSError) as e:  # gone or unreadable since it was probed
-                return _Failure(0, getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e))
-        return reader.window(entry.start)
-
-    def _do(self, readers, lane: int, t: int, entry: Entry) -> None:
-        frames = self._read(readers, lane, entry)
-        with self.cond:
-            flight = self.flights.get(t)
-            if flight is None or self.lane_next[lane] != t or flight.entries[lane] != entry:
-                return  # re-planned while we decoded: this result is not wanted any more
-            if isinstance(frames, _Failure):
-                flight.failures[lane] = frames
-            else:
-                flight.fill(lane, frames, self.s.context)
-            flight.done[lane] = True
-            self.lane_next[lane] = t + 1
-            self.cond.notify_all()
-
-    def _worker(self, lanes) -> None:
-        readers: dict[int, _LaneReader] = {}
-        try:
-            while True:
-                with self.cond:
-                    while not self.stopped and (task := self._next_task(lanes)) is None:
-                        self.cond.wait()
-                    if self.stopped:
-                        return
-                self._do(readers, *task)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which re-raises it
-            with self.cond:
-                self.error = self.error or e
-                self.cond.notify_all()
-        finally:
-            for reader in readers.values():
-                reader.close()
-
-    # -- handing out (consumer thread) --------------------------------------------------------------
-
-    def next_batch(self) -> Batch | None:
-        with self.cond:
-            while True:
-                flight = self.flights.get(self.t)
-                if flight is None:
-                    return None
-                while not all(flight.done) and self.error is None:
-                    if self.threads:
-                        self.cond.wait()
-                    else:
-                        self._do(self.sync_readers, *self._next_task(range(self.s.batch_size)))
-                if self.error is not None:
-                    raise self.error
-                if not flight.failures:
-                    break
-                self._replan(self.t)
-            t = self.t
-            del self.flights[t], self.snaps[t]
-            self.t += 1
-            self._plan()
-            self.cond.notify_all()
-            after = self.snaps[t + 1]
-            self.s._position = (after, dict(self.sched.broken))
-        entries = flight.entries
-        reset = torch.tensor([e.reset for e in entries])
-        valid = torch.tensor([e.video != IDLE for e in entries])
-        if self.s.pin_memory:
-            reset, valid = reset.pin_memory(), valid.pin_memory()
-        return Batch(
-            inputs=flight.inputs,
-            targets=flight.targets,
-            reset=reset,
-            valid=valid,
-            videos=[self.s._paths[e.video] if e.video != IDLE else None for e in entries],
-            starts=[e.start for e in entries],
-            epoch=after[0],
-        )
-
-    def finish_pass(self) -> None:
-        """After a non-looping pass: the position becomes the start of the next pass."""
-        self.sched.restore(self.s._position[0])
-        self.sched.new_pass()
-        self.s._position = (self.sched.snapshot(), dict(self.sched.broken))
-
-    def close(self) -> None:
-        with self.cond:
-            self.stopped = True
-            self.cond.notify_all()
-        for thread in self.threads:
-            thread.join()
-        for reader in self.sync_readers.values():
-            reader.close()
-        self.sync_readers.clear()
-
-
 def _relative_names(paths: list[str]) -> list[str]:
     # Saved states name videos relative to their common folder, so a moved dataset still resumes.
     if len(paths) == 1:
@@ -385,7 +111,7 @@ class ClipStreamer:
         workers: Decoding threads (0 decodes in the consumer thread).
         prefetch: Batches planned and decoded ahead (the bound on the queue of ready batches).
         cache_dir: Keep decoded frames there (memory-mapped) so later epochs skip decoding.
-        pin_memory: Allocate batches in pinned memory; None pins when CUDA is available.
+        pin_memory: Allocate batches in pinned memory (None: when CUDA is available; never without it).
 
     Attributes:
         videos: This rank's videos, sorted by path.
@@ -420,17 +146,20 @@ class ClipStreamer:
         self.size, self.channels, self.stride = (int(size[0]), int(size[1])), channels, stride
         self.seed, self.shuffle, self.loop, self.rank, self.world_size = seed, shuffle, loop, rank, world_size
         self.workers, self.prefetch = workers, prefetch
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        # Pinning needs CUDA; without it batches stay in ordinary memory.
+        self.pin_memory = torch.cuda.is_available() and (pin_memory is None or bool(pin_memory))
         self.skipped: list[Skipped] = []
         self.problems: list[Skipped] = []
-        self._lock = threading.Lock()
         self.videos = self._select(videos)
         self._paths = [v.path for v in self.videos]
         self._lengths = [v.strided_frames(stride) for v in self.videos]
         self._names = _relative_names(self._paths)
-        self._cache = FrameCache(cache_dir) if cache_dir else None
+        self._spec = StreamSpec(
+            batch_size, context, horizon, self.size, channels, stride, workers, prefetch, self.pin_memory,
+            self._paths, self._lengths, FrameCache(cache_dir) if cache_dir else None,
+        )  # fmt: skip
         self._position = (self._new_schedule(fresh=True).snapshot(), {})
-        self._run: _Run | None = None
+        self._run: Prefetcher | None = None
 
     def _select(self, videos) -> list[VideoInfo]:
         infos, seen = [], set()
@@ -475,9 +204,8 @@ class ClipStreamer:
         return sched
 
     def _report(self, problem: Skipped) -> None:
-        with self._lock:
-            if problem not in self.problems:
-                self.problems.append(problem)
+        if problem not in self.problems:
+            self.problems.append(problem)
 
     @property
     def epoch(self) -> int:
@@ -486,16 +214,39 @@ class ClipStreamer:
 
     def __iter__(self) -> Iterator[Batch]:
         self.close()
-        run = self._run = _Run(self)
+        schedule = self._new_schedule()
+        if schedule.finished():
+            schedule.new_pass()
+        run = self._run = Prefetcher(self._spec, schedule, self._report)
         try:
-            while (batch := run.next_batch()) is not None:
-                yield batch
-            if not self.loop:
-                run.finish_pass()
+            while (planned := run.next_batch()) is not None:
+                flight, after, broken = planned
+                self._position = (after, broken)  # before the yield: state_dict() right after is exact
+                yield self._batch(flight, after[0])
+            if not self.loop:  # the pass is over: the position becomes the start of the next one
+                schedule = self._new_schedule()
+                schedule.new_pass()
+                self._position = (schedule.snapshot(), self._position[1])
         finally:
             run.close()
             if self._run is run:
                 self._run = None
+
+    def _batch(self, flight: Flight, epoch: int) -> Batch:
+        entries = flight.entries
+        reset = torch.tensor([e.reset for e in entries])
+        valid = torch.tensor([e.video != IDLE for e in entries])
+        if self.pin_memory:
+            reset, valid = reset.pin_memory(), valid.pin_memory()
+        return Batch(
+            inputs=flight.inputs,
+            targets=flight.targets,
+            reset=reset,
+            valid=valid,
+            videos=[self._paths[e.video] if e.video != IDLE else None for e in entries],
+            starts=[e.start for e in entries],
+            epoch=epoch,
+        )
 
     def close(self) -> None:
         """Stop the decoding threads of the current iteration (iterating again resumes the position)."""

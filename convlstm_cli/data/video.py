@@ -15,8 +15,8 @@ file and the reason. `av` is imported inside the functions so that importing thi
 
 from __future__ import annotations
 
+import itertools
 import os
-import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -106,7 +106,7 @@ def _open_video(path):
 
     p = Path(path)
     if not p.is_file():
-        raise _video_error(p, "no such file")
+        raise _video_error(p, "not a file" if p.exists() else "no such file")
     if p.stat().st_size == 0:
         raise _video_error(p, "empty file (0 bytes)")
     try:
@@ -213,8 +213,13 @@ def probe_video(path) -> VideoInfo:
 def find_video_files(root) -> list[Path]:
     """Files under ``root`` (recursive) with a video extension, sorted; hidden names are left out."""
     root = Path(root)
-    found = []
+    found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:  # a symlink loop: this folder was walked already
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if not name.startswith(".") and Path(name).suffix.lower() in VIDEO_EXTENSIONS:
@@ -350,11 +355,7 @@ def read_frames(path, size=None, channels: int = 1, stride: int = 1, start: int 
     Returns:
         uint8 array ``[T, C, H, W]`` (T may be less than ``count`` near the end of the video).
     """
-    frames = []
-    for frame in iter_frames(path, size, channels, stride, start, on_error):
-        if count is not None and len(frames) >= count:
-            break
-        frames.append(frame)
+    frames = list(itertools.islice(iter_frames(path, size, channels, stride, start, on_error), count))
     if not frames:
         h, w = size if size is not None else (0, 0)
         return np.zeros((0, channels, h, w), np.uint8)
@@ -362,7 +363,7 @@ def read_frames(path, size=None, channels: int = 1, stride: int = 1, start: int 
 
 
 def _as_thwc(frames: np.ndarray) -> np.ndarray:
-    """[T,H,W] / [T,H,W,C] / [T,C,H,W] (C in 1, 3), uint8 or float in [0, 1] → uint8 [T,H,W,C]."""
+    """[T,H,W] / [T,H,W,C] / [T,C,H,W] (C in 1, 3), integers or floats in [0, 1] → uint8 [T,H,W,C]."""
     frames = np.asarray(frames)
     if frames.ndim == 3:
         frames = frames[..., None]
@@ -370,13 +371,14 @@ def _as_thwc(frames: np.ndarray) -> np.ndarray:
         frames = frames.transpose(0, 2, 3, 1)
     if frames.ndim != 4 or frames.shape[-1] not in (1, 3) or frames.shape[0] == 0:
         raise ValueError(f"frames must be [T,H,W], [T,H,W,C] or [T,C,H,W] with C 1 or 3, got {frames.shape}")
-    if frames.dtype != np.uint8:
+    if np.issubdtype(frames.dtype, np.floating):
         frames = np.rint(np.clip(frames.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif frames.dtype != np.uint8:
+        frames = np.clip(frames, 0, 255).astype(np.uint8)
     return frames
 
 
-_write_counter = iter(range(1 << 62))
-_write_lock = threading.Lock()
+_write_serial = itertools.count()  # unique temporary names for concurrent writers in one process
 
 
 def write_video(
@@ -399,6 +401,7 @@ def write_video(
         path: Output file; its extension picks the container (.mp4, .mkv, .webm, .avi, .mov, ...).
         frames: uint8 (or float in [0, 1]) ``[T, H, W]`` gray, ``[T, H, W, C]`` or ``[T, C, H, W]``
             with C = 1 or 3 (channels-first when dim 1 is 1 or 3 and the last is not).
+            The parent directory is created if missing.
         fps: Frame rate.
         crf: Quality for libx264 / libvpx-vp9 (0 = lossless in YUV, 18 ≈ visually lossless).
         codec: FFmpeg encoder name.
@@ -421,9 +424,8 @@ def write_video(
     if codec == "libvpx-vp9":
         opts.update({"b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"})
     opts.update(options or {})
-    with _write_lock:
-        n = next(_write_counter)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{n}.tmp{path.suffix}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{next(_write_serial)}.tmp{path.suffix}")
     rate = Fraction(fps).limit_denominator(1001)
     mp4 = path.suffix.lower() in (".mp4", ".m4v", ".mov")
     fmt_opts = {"movflags": "+faststart"} if faststart and mp4 else {}
