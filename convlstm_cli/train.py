@@ -354,7 +354,11 @@ def run_loop(tr: Trainer) -> RunResult:
                 last_eval = validate(tr)
             if s % t.save_every == 0:
                 tr.save("last")
-            if distributed.any_true(info, stop.requested, tr.device):
+            # Ranks must agree on the step they stop at; in DDP that costs a collective, so it is
+            # asked every few steps rather than every step (a signal then finishes ≤ 10 steps).
+            if (not info.enabled or s % min(t.log_every, 10) == 0) and distributed.any_true(
+                info, stop.requested, tr.device
+            ):
                 interrupted = True
                 break
     close = getattr(tr.streamer, "close", None)

@@ -257,3 +257,54 @@ def test_ddp_two_processes(videos, tmp_path):
     # Rank 0 alone logs: one line per logged step, not two.
     steps = [x["step"] for x in read_metrics(out) if "loss" in x]
     assert steps == sorted(set(steps))
+    # Resuming with one process says what it does with the two ranks' streams, and continues.
+    r = train_cli(str(videos), "--resume", str(out), "--max-steps", "4", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert "written by 2 process(es), this run has 1" in " ".join(r.output.split())
+
+
+def make_trainer(videos, tmp_path, *sets):
+    from convlstm_cli.distributed import DistInfo
+    from convlstm_cli.runlog import RunLog
+    from convlstm_cli.train import Trainer, find_videos
+
+    cfg = load_config(None, TINY + list(sets))
+    log = RunLog(tmp_path, enabled=False)
+    train_v, val_v = find_videos(videos, cfg, log)
+    return Trainer(cfg, train_v, val_v, tmp_path, DistInfo(), log)
+
+
+def record_states(tr):
+    """Wrap the network so every call records the state it was given (cloned)."""
+    seen = []
+    net = tr.net
+
+    def spy(x, state):
+        seen.append(state.clone() if state.initialized else None)
+        return net(x, state)
+
+    tr.net = spy
+    return seen
+
+
+@pytest.mark.parametrize("stateless", [False, True])
+def test_state_is_carried_reset_per_lane_or_dropped(videos, tmp_path, stateless):
+    tr = make_trainer(videos, tmp_path, f"train.stateless={str(stateless).lower()}", "data.batch_size=3")
+    seen = record_states(tr)
+    batches = []
+    stream = iter(tr.streamer)
+    for _ in range(14):  # 6 videos of ≤ 9 windows over 3 lanes: several video switches happen
+        batches.append(next(stream))
+        tr.step(batches[-1])
+    tr.streamer.close()
+    switches = 0
+    for k in range(1, len(batches)):
+        if stateless:
+            assert seen[k] is None
+            continue
+        h = seen[k][0][0]
+        for lane in range(3):
+            zero = bool((h[lane] == 0).all())
+            assert zero == bool(batches[k].reset[lane]), (k, lane)
+            switches += zero
+    assert stateless or switches >= 1

@@ -55,8 +55,8 @@ def bad_dir(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     (root / "cut_in_half.mp4").write_bytes(good[: len(good) // 2])  # index up front, data cut
     moov_last = V.write_video(root / "moov_last.mp4", index_frames(20, (32, 32)), faststart=False).read_bytes()
     (root / "moov_last.mp4").write_bytes(moov_last[: len(moov_last) // 2])  # index lost with the tail
-    # PyAV#2344: cut inside the first coded frame, the stream opens without a codec context.
-    (root / "cut_in_first_frame.mp4").write_bytes(good[: good.index(b"mdat") + 24])
+    # PyAV#2344: cut where the codec description starts, the stream opens without a codec context.
+    (root / "cut_in_header.mp4").write_bytes(good[: good.index(b"stsd")])
     _write_audio_only(root / "sound.mp4")
     (root / "sub").mkdir()
     write_index_video(root / "sub" / "short.mkv", 3, (32, 32))
@@ -67,7 +67,7 @@ def bad_dir(tmp_path_factory) -> tuple[Path, dict[str, str]]:
         "picture.avi": "still image",
         "cut_in_half.mp4": "truncated",
         "moov_last.mp4": "not a readable video",
-        "cut_in_first_frame.mp4": "no decoder",
+        "cut_in_header.mp4": "no decoder",
         "sound.mp4": "audio only",
         "short.mkv": "too short",
     }

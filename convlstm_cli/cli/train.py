@@ -40,6 +40,10 @@ def train_command(
         }
         point = resume_point(resume) if resume else None
         cfg = load_config(config, set_ or [], base=point.payload["config"] if point else None, **overrides)
-        result = train(video_dir, cfg, out=out, resume=point)
+        try:
+            result = train(video_dir, cfg, out=out, resume=point)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now; the last checkpoint is kept as it was
+            typer.echo("aborted: the last saved checkpoint is unchanged", err=True)
+            raise typer.Exit(code=130) from None
     if result.interrupted:
         raise typer.Exit(code=130)
