@@ -146,7 +146,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
         )
         self.state = StreamState()
-        self.step_count, self.chunks, self.epoch = 0, 0, 0
+        self.step_count, self.epoch = 0, 0
         self.best_psnr: float | None = None
         self.bad_total = torch.zeros((), device=self.device)  # counted on the device: no sync per step
         self.bad_run = torch.zeros((), device=self.device)
@@ -167,19 +167,28 @@ class Trainer:
             return torch.nn.functional.l1_loss(pred, target)
         return torch.nn.functional.mse_loss(pred, target)
 
-    def step(self, batch) -> Tensor:
-        """Forward a chunk from the carried state, backward, clip, update (skipped if non-finite)."""
+    def step(self, batches: list) -> Tensor:
+        """One optimizer step over consecutive chunks (`train.detach_every` of them, the TBPTT window).
+
+        Each chunk starts from the carried state (lanes reset where the streamer says so); the loss
+        is averaged over the chunks, back-propagated through all of them, and the state is detached
+        afterwards. An update whose loss or gradient is not finite is skipped on the device.
+        """
         t = self.cfg.train
-        inputs, targets = to_unit(batch.inputs, self.device), to_unit(batch.targets, self.device)
-        if t.stateless:
-            self.state = StreamState()
-        else:
-            self.state = self.state.reset(batch.reset.to(self.device, non_blocking=True))
-        with autocast(self.device, self.precision):
-            pred, state = self.net(inputs, self.state)
-        loss = self.loss_fn(pred.float(), targets)
+        losses = []
+        for batch in batches:
+            inputs, targets = to_unit(batch.inputs, self.device), to_unit(batch.targets, self.device)
+            if t.stateless:
+                self.state = StreamState()
+            else:
+                self.state = self.state.reset(batch.reset.to(self.device, non_blocking=True))
+            with autocast(self.device, self.precision):
+                pred, self.state = self.net(inputs, self.state)
+            losses.append(self.loss_fn(pred.float(), targets))
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.state = self.state.detach()  # TBPTT boundary: keep the values, drop the graph
         max_norm = t.grad_clip if t.grad_clip > 0 else float("inf")
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
         bad = ~(torch.isfinite(norm) & torch.isfinite(loss))
@@ -193,9 +202,6 @@ class Trainer:
         self.bad_run = (self.bad_run + 1) * bad
         self.loss_sum += torch.where(bad, torch.zeros_like(loss), loss.detach())
         self.loss_n += 1
-        self.chunks += 1
-        # TBPTT boundary: keep the values, drop the graph (every detach_every chunks).
-        self.state = state.detach() if self.chunks % t.detach_every == 0 else state
         self.step_count += 1
         return loss.detach()
 
@@ -207,7 +213,6 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step_count,
-            "chunks": self.chunks,
             "epoch": self.epoch,
             "best_psnr": self.best_psnr,
             "bad_steps": int(self.bad_total.item()),
@@ -221,7 +226,7 @@ class Trainer:
         self.model.load_state_dict(sd["model"])
         self.optimizer.load_state_dict(sd["optimizer"])
         self.scheduler.load_state_dict(sd["scheduler"])
-        self.step_count, self.chunks, self.epoch = int(sd["step"]), int(sd.get("chunks", sd["step"])), int(sd["epoch"])
+        self.step_count, self.epoch = int(sd["step"]), int(sd["epoch"])
         self.best_psnr = sd.get("best_psnr")
         self.bad_total.fill_(float(sd.get("bad_steps", 0)))
         set_rng_state(sd["rng"])
@@ -335,17 +340,17 @@ def train(video_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
 def run_loop(tr: Trainer) -> RunResult:
     """Step until max_steps / epochs / a stop signal; validate and save on schedule and at the end."""
     t, log, info = tr.cfg.train, tr.log, tr.info
-    frames_per_step = tr.cfg.data.batch_size * tr.cfg.data.context * info.world_size
+    frames_per_step = tr.cfg.data.batch_size * tr.cfg.data.context * t.detach_every * info.world_size
     speed, last_eval, interrupted = Throughput(), None, False
     log.start(t.max_steps, tr.step_count)
     stream = iter(tr.streamer)
     with StopFlag() as stop:
         while tr.step_count < t.max_steps:
-            batch = next(stream)
-            tr.epoch = batch.epoch
-            if t.epochs is not None and batch.epoch >= t.epochs:
+            batches = [next(stream) for _ in range(t.detach_every)]
+            tr.epoch = batches[-1].epoch
+            if t.epochs is not None and batches[0].epoch >= t.epochs:
                 break
-            tr.step(batch)
+            tr.step(batches)
             speed.add(frames_per_step)
             s = tr.step_count
             if s % t.log_every == 0 or s == t.max_steps:

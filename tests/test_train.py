@@ -92,8 +92,8 @@ def test_resume_logs_the_same_losses(videos, tmp_path, monkeypatch):
 
     original = train_mod.Trainer.step
 
-    def step_then_interrupt(self, batch):
-        loss = original(self, batch)
+    def step_then_interrupt(self, batches):
+        loss = original(self, batches)
         if self.step_count == 5:
             os.kill(os.getpid(), signal.SIGINT)  # the handler lets the step finish, then saves
         return loss
@@ -207,19 +207,19 @@ def test_nonfinite_steps_are_skipped_and_counted(videos, tmp_path, monkeypatch):
     train_v, val_v = find_videos(videos, cfg, log)
     tr = Trainer(cfg, train_v, val_v, tmp_path, DistInfo(), log)
     stream = iter(tr.streamer)
-    tr.step(next(stream))
+    tr.step([next(stream)])
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
     opt_steps = [s["step"].clone() for s in tr.optimizer.state.values()]
     monkeypatch.setattr(tr, "loss_fn", lambda p, t: (p - t).pow(2).mean() * float("nan"))
-    tr.step(next(stream))
+    tr.step([next(stream)])
     after = tr.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the update was skipped
     assert [s["step"] for s in tr.optimizer.state.values()] == opt_steps
     assert int(tr.bad_total) == 1 and int(tr.bad_run) == 1
     from convlstm_cli.train import TrainingDiverged, log_step
 
-    tr.step(next(stream))
-    tr.step(next(stream))
+    tr.step([next(stream)])
+    tr.step([next(stream)])
     with pytest.raises(TrainingDiverged, match="3 consecutive steps"):
         log_step(tr, 0.0)
     tr.streamer.close()
@@ -295,7 +295,7 @@ def test_state_is_carried_reset_per_lane_or_dropped(videos, tmp_path, stateless)
     stream = iter(tr.streamer)
     for _ in range(14):  # 6 videos of ≤ 9 windows over 3 lanes: several video switches happen
         batches.append(next(stream))
-        tr.step(batches[-1])
+        tr.step(batches[-1:])
     tr.streamer.close()
     switches = 0
     for k in range(1, len(batches)):
@@ -308,3 +308,22 @@ def test_state_is_carried_reset_per_lane_or_dropped(videos, tmp_path, stateless)
             assert zero == bool(batches[k].reset[lane]), (k, lane)
             switches += zero
     assert stateless or switches >= 1
+
+
+def test_detach_every_two_backpropagates_through_both_chunks(videos, tmp_path):
+    tr = make_trainer(videos, tmp_path, "train.detach_every=2", "data.batch_size=2")
+    seen = []
+    net = tr.net
+
+    def spy(x, state):
+        seen.append(state.initialized and state[0][0].requires_grad)
+        return net(x, state)
+
+    tr.net = spy
+    stream = iter(tr.streamer)
+    for _ in range(3):  # three optimizer steps, six chunks, no "backward a second time" error
+        tr.step([next(stream), next(stream)])
+    tr.streamer.close()
+    # Within a step the second chunk gets the first chunk's live state; each step starts detached.
+    assert seen == [False, True, False, True, False, True]
+    assert tr.step_count == 3 and not tr.state[0][0].requires_grad
