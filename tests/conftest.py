@@ -5,6 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tests use tiny convolutions: on a shared 2-core box a second OpenMP thread only adds barrier
+    waits (10× slower here). Subprocesses the tests start keep torch's default."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 # Frame counts of the index videos: varied, including one exactly one window long (4 + 2 = 6)
 # and one shorter than a window, so lanes switch videos at different batches.

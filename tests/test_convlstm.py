@@ -19,15 +19,6 @@ from convlstm_cli.model.reference import ReferenceConvLSTM, to_reference
 EXACT = {"atol": 1e-9, "rtol": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions: on a shared 2-core box a second OpenMP thread only adds barrier waits.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def double_reference(model: nn.Module) -> nn.Module:
     """to_reference(model) in float64 with model's exact weights (to_reference itself rounds to fp32)."""
     ref = to_reference(model).double()

@@ -21,15 +21,6 @@ from convlstm_cli.model.state import StreamState
 EXACT = {"atol": 1e-9, "rtol": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions: on a shared 2-core box a second OpenMP thread only adds barrier waits.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_model(**kw) -> EncoderForecaster:
     torch.manual_seed(0)
     args = {"in_channels": 1, "hidden_channels": (4, 6), "kernel_size": 3, "horizon": 3,

@@ -27,15 +27,6 @@ PANEL = 128  # 32-pixel frames are enlarged ×4 to 128-pixel panels
 VIDEO_HW = (14 + PANEL, 3 * PANEL + 2 * 4)  # label strip + panel; three panels and two 4-pixel gaps
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions run fastest on one thread (and do not fight other tests for the 2 cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_config():
     return config.load_config(None, [
         "model.hidden_channels=8,8", "model.stem_channels=8", f"data.size={SIZE}", f"model.horizon={HORIZON}",

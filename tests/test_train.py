@@ -116,11 +116,14 @@ def test_resume_logs_the_same_losses(videos, tmp_path, monkeypatch):
 
 def test_training_beats_copy_last_baseline(videos, tmp_path):
     out = tmp_path / "learn"
-    r = train_cli(*tiny_args(videos, out, "--max-steps", "120", "--set", "train.lr=0.004",
+    r = train_cli(*tiny_args(videos, out, "--max-steps", "300", "--set", "train.lr=0.01",
                              "--set", "data.val_fraction=0.2"))
     assert r.exit_code == 0, r.output
-    final = [x for x in read_metrics(out) if "val_mse" in x][-1]
-    assert final["val_mse"] < final["baseline_mse"], final
+    evals = [x for x in read_metrics(out) if "val_mse" in x]
+    final = evals[-1]
+    # The untrained model starts as copy-last (skip_last_frame); learning motion must beat it clearly.
+    assert final["val_mse"] < 0.85 * final["baseline_mse"], final
+    assert final["val_psnr"] > final["baseline_psnr"] + 0.5, final
 
 
 def test_broken_videos_are_skipped(videos, tmp_path):
