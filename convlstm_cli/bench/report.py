@@ -1,0 +1,122 @@
+"""Render a bench report as rich tables, and write it as JSON (atomically)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _num(v, fmt: str = ".2f", none: str = "-") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return none
+    return format(v, fmt)
+
+
+def _flops(tflops: float | None) -> str:
+    if tflops is None:
+        return "-"
+    return f"{tflops:.1f} T" if tflops >= 1 else f"{tflops * 1e3:.0f} G"
+
+
+def ladder_table(title: str, section: dict, train: bool) -> Table:
+    t = Table(title=title, title_justify="left")
+    t.add_column("path", no_wrap=True)
+    for col in ("ms/step" if train else "ms/call", "seq/s", "frames/s", "FLOP/s", "MFU", "peak MB", "×naive"):
+        t.add_column(col, justify="right")
+    for r in section["rungs"]:
+        if "error" in r:
+            t.add_row(r["rung"], f"[red]failed: {r['error'][:60]}[/red]", *[""] * 6)
+            continue
+        t.add_row(r["rung"], _num(r["median_s"] * 1e3, ".1f"), _num(r["sequences_per_s"], ".2f"),
+                  _num(r["frames_per_s"], ".1f"), _flops(r["tflops"]), _num(r["mfu"], ".2f"),
+                  _num(r["peak_mem_mb"], ".0f"), _num(r["speedup_vs_naive"], ".2f") + "×")
+    return t
+
+
+def stream_table(s: dict) -> Table:
+    t = Table(title=f"Streaming ({s['model']} model, batch 1, {s['precision']}, horizon {s['horizon']})",
+              title_justify="left")
+    t.add_column("case", no_wrap=True)
+    t.add_column("ms/pred", justify="right")
+    t.add_column("pred/s", justify="right")
+    t.add_column("streaming ×", justify="right")
+    t.add_column("encoder ×", justify="right")
+    for n, ms in s["per_frame_ms"].items():
+        t.add_row(f"carried state, {n} frames", _num(ms), _num(1e3 / ms, ".0f"), "", "")
+    for w, r in s["windows"].items():
+        t.add_row(f"window W={w}, stateless", _num(r["per_prediction_ms"]), _num(r["predictions_per_s"], ".0f"),
+                  _num(r["speedup_vs_window"]) + "×", _num(r["encode_speedup_vs_window"]) + "×")
+    return t
+
+
+def data_table(d: dict) -> Table:
+    t = Table(title=f"Data path (→ {d['resize_to'][0]}×{d['resize_to'][1]} gray)", title_justify="left")
+    t.add_column("stage")
+    t.add_column("rate", justify="right")
+    for key in ("decode_720p", "decode_small"):
+        t.add_row(f"decode + resize, {d[key]['source']}", f"{d[key]['frames_per_s']:.0f} frames/s")
+    st = d["streamer"]
+    t.add_row(f"ClipStreamer (batch {st['batch']}, context {st['context']})", f"{st['batches_per_s']:.1f} batches/s")
+    if d.get("train_steps_per_s"):
+        t.add_row("default model training consumes", f"{d['train_steps_per_s']:.1f} batches/s")
+        t.add_row("streamer ÷ training", f"{d['streamer_vs_train']:.1f}×")
+    return t
+
+
+def render(report: dict, console: Console | None = None) -> None:
+    """Print the report's tables and headline figures."""
+    console = console or Console()
+    m, p = report["machine"], report["peaks"]
+    peak = ", ".join(f"{k} {v['tflops'] * 1e3:.0f} GFLOP/s" for k, v in p.items())
+    console.print(f"[bold]convlstm bench[/bold] — {m['device_name']} ({m['device']}), torch {m['torch']}, "
+                  f"{m['threads']} threads, bf16 {'yes' if m['bf16_supported'] else 'no'}; matmul peak: {peak}")
+    for key, train in (("train", True), ("inference", False)):
+        for name, section in report[key]["models"].items():
+            b = section["batch"] if train else section["infer_batch"]
+            title = (f"{'Training step' if train else 'Inference'} — {name} model, batch {b}, "
+                     f"{section['context']}→{section['horizon']} frames at {section['size']}×{section['size']}")
+            console.print(ladder_table(title, section, train))
+    console.print(stream_table(report["stream"]))
+    console.print(data_table(report["data"]))
+    acc = report["accuracy"]
+    if "skipped" not in acc:
+        console.print(f"Accuracy guard ({acc['steps']} steps): val MSE fp32 {acc['fp32']['val_mse']:.5f}, "
+                      f"bf16 {acc['bf16']['val_mse']:.5f} ({acc['val_mse_rel_diff'] * 100:+.1f} %), "
+                      f"copy-last baseline {acc['baseline_mse']:.5f}; state dtype under bf16: "
+                      f"{acc['bf16']['state_dtype']}")
+    tr, s = report["train"], report["stream"]
+    console.print(
+        f"[bold]Headline[/bold]: openstl-s training {_num(tr['speedup_vs_naive'])}× naive fp32 "
+        f"({tr['best_rung']}), MFU {_num(tr['mfu'])} of the {tr['mfu_peak']} matmul peak; "
+        f"stream flatness {_num(s['flatness'])}, {_num(s['speedup_vs_window'])}× faster than a "
+        f"W={s['window']} sliding window"
+    )
+
+
+def _clean(v):
+    # JSON has no NaN/inf: write null rather than an invalid file.
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def write_json(report: dict, path: str | Path) -> Path:
+    """Write the report to `path` via a temporary file (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(_clean(report), indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

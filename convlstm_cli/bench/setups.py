@@ -1,0 +1,143 @@
+"""Set up and time one model on one rung: a training step, or an inference call.
+
+A training step is what `convlstm train` does per chunk: forward under autocast from the carried
+state, MSE loss in float32, backward, AdamW step, state detached. An inference call predicts `horizon`
+frames from `context` frames for a batch of sequences, from a zero state.
+
+CUDA graphs capture the whole step (forward, backward and the optimizer) once and replay it: inputs,
+targets and the carried state live in static tensors, autocast runs with its cast cache off (a graph
+must not keep casts from capture time), and AdamW is `capturable` so its step count stays on the GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convlstm_cli.bench.cases import ModelCase, Rung
+from convlstm_cli.device import autocast
+from convlstm_cli.model.reference import to_reference
+from convlstm_cli.model.state import StreamState
+
+
+def build(case: ModelCase, rung: Rung, device: torch.device, train: bool) -> tuple[nn.Module, Callable]:
+    """The model for this rung (seeded, on device) and the callable to run it (compiled or not)."""
+    torch.manual_seed(0)
+    model = case.build().to(device)
+    if rung.naive:
+        model = to_reference(model)
+    if rung.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train(train)
+    net = torch.compile(model) if rung.compile else model
+    return model, net
+
+
+def amp(device: torch.device, rung: Rung, graphs: bool = False):
+    if graphs and rung.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+    return autocast(device, rung.precision)
+
+
+def detached(state):
+    return state.detach() if isinstance(state, StreamState) else state
+
+
+def _optimizer(model: nn.Module, device: torch.device, capturable: bool) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    if capturable:
+        return torch.optim.AdamW(params, lr=1e-4, capturable=True, foreach=True)
+    try:  # what `convlstm train` uses where it exists
+        return torch.optim.AdamW(params, lr=1e-4, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, lr=1e-4)
+
+
+def train_setup(case: ModelCase, rung: Rung, device: torch.device) -> Callable[[], Callable[[], None]]:
+    """A set-up function for `timing.measure` returning one training step."""
+
+    def setup() -> Callable[[], None]:
+        model, net = build(case, rung, device, train=True)
+        opt = _optimizer(model, device, capturable=rung.graphs)
+        x, y = case.data(device, case.batch)
+        box = {"state": case.initial_state(model, x)}
+
+        def body(graphs: bool = False):
+            with amp(device, rung, graphs):
+                pred, new = case.forward(net, x, box["state"])
+            loss = F.mse_loss(pred.float(), y)
+            loss.backward()
+            opt.step()
+            return new
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            box["state"] = detached(body())
+
+        if rung.graphs:
+            if box["state"] is not None:  # static and separate: a zero state may share one tensor for h, c
+                box["state"] = StreamState([(h.clone(), c.clone()) for h, c in box["state"]])
+            return capture(lambda: body(graphs=True), opt, box, device)
+        return step
+
+    return setup
+
+
+def capture(body: Callable, opt: torch.optim.Optimizer, box: dict, device: torch.device) -> Callable[[], None]:
+    """Capture `body` (forward + backward + optimizer step) in a CUDA graph; return its replay.
+
+    The carried state is static: the graph copies its new state into the tensors it read at the start.
+    """
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # warm up off the default stream, as capture requires
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            new = body()
+            _copy_state(box["state"], new)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)  # grads are then allocated inside the graph's pool
+    with torch.cuda.graph(graph):
+        new = body()
+        _copy_state(box["state"], new)
+    return graph.replay
+
+
+def _copy_state(static, new) -> None:
+    if isinstance(static, StreamState):
+        with torch.no_grad():
+            for (h, c), (h2, c2) in zip(static, new):
+                h.copy_(h2)
+                c.copy_(c2)
+
+
+def infer_setup(case: ModelCase, rung: Rung, device: torch.device) -> Callable[[], Callable[[], None]]:
+    """A set-up function for `timing.measure` returning one inference call (a batch of sequences)."""
+
+    def setup() -> Callable[[], None]:
+        model, net = build(case, rung, device, train=False)
+        x, _ = case.data(device, case.infer_batch)
+
+        def run():
+            with torch.inference_mode(), amp(device, rung, rung.graphs):
+                state = case.initial_state(model, x)
+                return case.forward(net, x, state)
+
+        if not rung.graphs:
+            return run
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                run()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            run()
+        return graph.replay
+
+    return setup

@@ -1,0 +1,159 @@
+"""convlstm bench: the --quick report's keys, types and internal consistency; FLOP counting, tap
+fractions and peak memory against independent computations; the OpenSTL-sized stack against its naive
+twin. No timing thresholds: only what must hold on any machine."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from convlstm_cli.bench.flops import count_flops, valid_tap_fraction
+from convlstm_cli.bench.timing import PeakMemory
+from convlstm_cli.cli import app
+from convlstm_cli.model.reference import ReferenceConvLSTM, to_reference
+from convlstm_cli.model.stacked import StackedConvLSTM
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory) -> tuple[dict, str]:
+    path = tmp_path_factory.mktemp("bench") / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "--quick", "--device", "cpu", "--threads", "1", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    return json.loads(path.read_text()), result.output
+
+
+def finite_numbers(obj, where="report"):
+    """Every number in a JSON tree, with its path; fails on NaN/inf (JSON writes those as null)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from finite_numbers(v, f"{where}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from finite_numbers(v, f"{where}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        assert math.isfinite(obj), where
+        yield where, obj
+
+
+def test_quick_report_has_the_design_keys(quick_report):
+    report, output = quick_report
+    for key in ("speedup_vs_naive", "mfu"):
+        assert isinstance(report["train"][key], float) and report["train"][key] > 0, key
+    s = report["stream"]
+    assert isinstance(s["flatness"], float) and s["flatness"] > 0
+    assert s["window"] == 10 and set(s["windows"]) == {"10", "20"}
+    assert s["speedup_vs_window"] == s["windows"]["10"]["speedup_vs_window"] > 0
+    m = report["machine"]
+    assert m["torch"] == torch.__version__ and m["threads"] == 1 and isinstance(m["bf16_supported"], bool)
+    assert report["settings"]["quick"] is True and report["settings"]["device"] == "cpu"
+    assert report["peaks"]["fp32"]["tflops"] > 0
+    assert "Headline" in output and "wrote" in output
+    numbers = dict(finite_numbers(report))
+    assert len(numbers) > 100
+
+
+def test_ladder_rows_are_consistent(quick_report):
+    report, _ = quick_report
+    bf16 = report["machine"]["bf16_supported"]
+    for key in ("train", "inference"):
+        for name, section in report[key]["models"].items():
+            rows = section["rungs"]
+            names = [r["rung"] for r in rows]
+            assert names[:3] == ["naive fp32", "fp32", "+channels_last"], names
+            assert ("+bf16" in names) == bf16
+            assert "+compile" not in names  # --quick leaves compilation out
+            naive = rows[0]["median_s"]
+            batch = section["batch"] if key == "train" else section["infer_batch"]
+            for r in rows:
+                assert r["min_s"] <= r["median_s"] <= r["max_s"] and r["repeats"] == 2
+                assert r["speedup_vs_naive"] == pytest.approx(naive / r["median_s"])
+                assert r["sequences_per_s"] == pytest.approx(batch / r["median_s"])
+                assert r["tflops"] == pytest.approx(section["flops_per_step"] / r["median_s"] / 1e12)
+                peak = report["peaks"][r["precision"]]["tflops"]
+                assert r["mfu"] == pytest.approx(r["tflops"] / peak)
+            best = min(rows[1:], key=lambda r: r["median_s"])
+            assert section["best_rung"] == best["rung"], name
+            assert section["speedup_vs_naive"] == pytest.approx(naive / best["median_s"])
+    train = report["train"]
+    assert train["speedup_vs_naive"] == train["models"]["openstl-s"]["speedup_vs_naive"]
+    peak = report["peaks"]["bf16" if bf16 else "fp32"]["tflops"]
+    assert train["mfu"] == pytest.approx(train["models"]["openstl-s"]["best_tflops"] / peak)
+
+
+def test_stream_data_and_accuracy_sections(quick_report):
+    report, _ = quick_report
+    s = report["stream"]
+    short, long = s["lengths"]
+    assert s["flatness"] == pytest.approx(s["per_frame_ms"][str(long)] / s["per_frame_ms"][str(short)])
+    for r in s["windows"].values():
+        assert r["speedup_vs_window"] == pytest.approx(r["per_prediction_ms"] / s["per_frame_ms"][str(long)])
+    d = report["data"]
+    assert d["decode_720p"]["frames"] == 8 and d["decode_small"]["frames"] == 40
+    assert d["streamer"]["batches_per_s"] > 0
+    assert d["streamer_vs_train"] == pytest.approx(d["streamer"]["batches_per_s"] / d["train_steps_per_s"])
+    acc = report["accuracy"]
+    if report["machine"]["bf16_supported"]:
+        assert acc["bf16"]["state_dtype"] == "float32"  # the cell state stays fp32 under bf16 autocast
+        assert acc["val_mse_rel_diff"] == pytest.approx(acc["bf16"]["val_mse"] / acc["fp32"]["val_mse"] - 1)
+
+
+def test_openstl_size_is_56_8_gmac_per_sequence():
+    model = StackedConvLSTM()
+    assert model.flops_per_sequence(19, 64, 64) / 2 == pytest.approx(56.78e9, rel=1e-3)
+
+
+def test_count_flops_matches_the_layer_formula():
+    model = StackedConvLSTM(hidden_channels=(8, 6), kernel_size=3, patch=2)
+    batch = 2
+    x = torch.rand(batch, 3, 1, 8, 8)
+    got = count_flops(lambda: model(x, horizon=4), model)
+    h = w = 4  # 8×8 frames in 2×2 patches
+    cin = [4, 8]
+    steps = 3 + 4 - 1  # 3 observed, then 3 fed-back predictions
+    recurrent = sum(2 * 9 * (ci + ch) * 4 * ch * h * w for ci, ch in zip(cin, (8, 6))) * steps
+    head = 2 * 6 * 4 * h * w * 4  # 1×1 conv to the 4 patch channels, once per prediction
+    assert got == batch * (recurrent + head)
+    assert model.flops_per_sequence(steps, 8, 8) == recurrent
+
+
+@pytest.mark.parametrize("k,h,w", [(5, 16, 16), (3, 7, 5), (1, 4, 4)])
+def test_valid_tap_fraction_counts_taps_inside_the_image(k, h, w):
+    taps = F.conv2d(torch.ones(1, 1, h, w, dtype=torch.float64), torch.ones(1, 1, k, k, dtype=torch.float64),
+                    padding=k // 2)
+    assert valid_tap_fraction(k, h, w) == pytest.approx(taps.sum().item() / (k * k * h * w))
+
+
+def test_peak_memory_sees_an_allocation():
+    with PeakMemory(torch.device("cpu")) as mem:
+        x = torch.ones(16 * 2**20)  # 64 MiB, touched
+        del x
+    assert mem.mb is not None and mem.mb >= 60
+
+
+def test_stacked_model_equals_its_naive_twin():
+    torch.manual_seed(0)
+    model = StackedConvLSTM(hidden_channels=(5, 4), kernel_size=3, patch=2).double()
+    ref = to_reference(model).double()
+    ref.load_state_dict(model.state_dict())
+    assert all(type(m) is ReferenceConvLSTM for m in ref.layers)
+    x = torch.rand(2, 3, 1, 8, 8, dtype=torch.float64)
+    pred = model(x, horizon=3)
+    assert pred.shape == (2, 3, 1, 8, 8)
+    torch.testing.assert_close(pred, ref(x, horizon=3), atol=1e-9, rtol=0)
+    # The predictions are fed back: changing the head changes every later prediction.
+    with torch.no_grad():
+        model.head.weight.mul_(2)
+    assert (model(x, horizon=3)[:, 1:] - pred[:, 1:]).abs().max() > 1e-6
+
+
+def test_bench_rejects_bad_options():
+    result = CliRunner().invoke(app, ["bench", "--threads", "0"])
+    assert result.exit_code == 2 and "error: --threads 0" in result.output
+    if not torch.cuda.is_available():
+        result = CliRunner().invoke(app, ["bench", "--device", "cuda"])
+        assert result.exit_code == 2 and "no CUDA device" in result.output
