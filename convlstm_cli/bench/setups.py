@@ -4,7 +4,8 @@ A training step is what `convlstm train` does per chunk: forward under autocast 
 state, MSE loss in float32, backward, AdamW step, state detached. An inference call predicts `horizon`
 frames from `context` frames for a batch of sequences, from a zero state.
 
-CUDA graphs capture the whole step (forward, backward and the optimizer) once and replay it: inputs,
+On CUDA every rung but the naive one runs with `cudnn.benchmark` (fixed shapes: cuDNN picks its
+fastest algorithm once). CUDA graphs capture the whole step (forward, backward and the optimizer) once and replay it: inputs,
 targets and the carried state live in static tensors, autocast runs with its cast cache off (a graph
 must not keep casts from capture time), and AdamW is `capturable` so its step count stays on the GPU.
 """
@@ -26,6 +27,9 @@ from convlstm_cli.model.state import StreamState
 def build(case: ModelCase, rung: Rung, device: torch.device, train: bool) -> tuple[nn.Module, Callable]:
     """The model for this rung (seeded, on device) and the callable to run it (compiled or not)."""
     torch.manual_seed(0)
+    if device.type == "cuda":
+        # Shapes are fixed: let cuDNN time its algorithms once (the naive reference keeps the default).
+        torch.backends.cudnn.benchmark = not rung.naive
     model = case.build().to(device)
     if rung.naive:
         model = to_reference(model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,7 @@ from convlstm_cli.cli import app, fail, known_errors
 @app.command("bench")
 def bench_command(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
-    quick: Annotated[bool, typer.Option("--quick", help="Tiny models, few repeats, no compile: a smoke run (~1 min on a CPU).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Tiny models, few repeats, no compile: a smoke run (~10 s on a quiet 2-core CPU).")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the full report to this JSON file.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: one per core).")] = None,
     compile: Annotated[bool, typer.Option("--compile/--no-compile", help="Include the torch.compile rung (adds minutes of compilation on a CPU).")] = True,
@@ -30,7 +31,8 @@ def bench_command(
     with known_errors():
         report = run_bench(device, quick=quick, threads=threads, compile=compile,
                            log=lambda msg: err.print(f"[dim]bench: {msg}[/dim]"))
-    render(report, Console())
+    # Piped output (a log, a README) gets room for the tables instead of rich's 80-column default.
+    render(report, Console() if sys.stdout.isatty() else Console(width=120))
     if json_path is not None:
         write_json(report, json_path)
         typer.echo(f"wrote {json_path}")
