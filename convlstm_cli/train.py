@@ -122,6 +122,8 @@ class Trainer:
         if self.device.type == "cuda" and info.enabled:
             self.device = torch.device("cuda", info.local_rank)
         self.precision = resolve_precision(t.precision, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick kernels once
         torch.manual_seed(t.seed)
         random.seed(t.seed)
         self.model = EncoderForecaster.from_config(cfg.model).to(self.device)
