@@ -154,6 +154,7 @@ class Trainer:
         self.bad_run = torch.zeros((), device=self.device)
         self.loss_sum = torch.zeros((), device=self.device)
         self.loss_n = 0
+        self.problems_reported = 0
 
     def _fused_ok(self) -> bool:
         try:
@@ -354,6 +355,7 @@ def run_loop(tr: Trainer) -> RunResult:
                 break
             tr.step(batches)
             speed.add(frames_per_step)
+            report_problems(tr)
             s = tr.step_count
             if s % t.log_every == 0 or s == t.max_steps:
                 log_step(tr, speed.rate())
@@ -383,6 +385,15 @@ def run_loop(tr: Trainer) -> RunResult:
     else:
         log.print(f"done: {tr.step_count} steps; checkpoints in {tr.run_dir / 'checkpoints'}")
     return RunResult(tr.run_dir, tr.step_count, interrupted, last_eval, tr.best_psnr)
+
+
+def report_problems(tr: Trainer) -> None:
+    """Name each video that broke while streaming (its lane kept the frames read before the break)."""
+    problems = tr.streamer.problems
+    for p in problems[tr.problems_reported:]:
+        tr.log.print(f"[yellow]video problem[/] {p.path}: {p.reason}")
+        tr.log.write({"step": tr.step_count, "video_problem": p.path, "reason": p.reason})
+    tr.problems_reported = len(problems)
 
 
 def log_step(tr: Trainer, fps: float) -> None:

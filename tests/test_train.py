@@ -138,6 +138,30 @@ def test_broken_videos_are_skipped(videos, tmp_path):
     assert "notes.mp4" in r.output and "empty.avi" in r.output
 
 
+def test_video_breaking_mid_run_is_reported(videos, tmp_path, monkeypatch):
+    import shutil
+
+    from convlstm_cli import train as train_mod
+
+    data = tmp_path / "data"
+    shutil.copytree(videos, data)
+    original = train_mod.find_videos
+
+    def probe_then_truncate(*args):
+        train_v, val_v = original(*args)
+        victim = Path(train_v[0].path)  # passed the probe whole; now cut it to a third
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 3])
+        return train_v, val_v
+
+    monkeypatch.setattr(train_mod, "find_videos", probe_then_truncate)
+    out = tmp_path / "run"
+    r = train_cli(*tiny_args(data, out, "--max-steps", "30", "--set", "data.val_fraction=0"))
+    assert r.exit_code == 0, r.output
+    assert "video problem" in r.output
+    problems = [x for x in read_metrics(out) if "video_problem" in x]
+    assert problems and problems[0]["reason"]
+
+
 def test_no_usable_video_is_one_clear_error(tmp_path):
     (tmp_path / "a.mp4").write_text("nope")
     r = runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "run")])
