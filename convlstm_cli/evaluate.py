@@ -8,7 +8,6 @@ is predicted exactly once. The baseline predicts frame t+1 as frame t.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -16,35 +15,10 @@ import torch
 from convlstm_cli.device import autocast
 from convlstm_cli.model.state import StreamState
 
-METRICS = ("mse", "mae", "psnr", "ssim")
-
 
 def to_unit(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 frames (pinned on the host) → float32 in [0, 1] on `device`, copied without blocking."""
     return frames.to(device, non_blocking=True).float().div_(255.0)
-
-
-class MetricSums:
-    """Running per-frame sums of MSE, MAE, PSNR and SSIM for the model and the baseline."""
-
-    def __init__(self) -> None:
-        self.sums = {f"{who}_{m}": 0.0 for who in ("model", "baseline") for m in METRICS}
-        self.frames = 0
-
-    def add(self, who: str, per_frame: dict[str, torch.Tensor]) -> None:
-        for m in METRICS:
-            self.sums[f"{who}_{m}"] += float(per_frame[m].double().sum())
-        if who == "model":
-            self.frames += int(per_frame["mse"].numel())
-
-    def means(self) -> dict[str, float]:
-        n = max(self.frames, 1)
-        out = {k: v / n for k, v in self.sums.items()}
-        return {
-            **{f"val_{m}": out[f"model_{m}"] for m in METRICS},
-            **{f"baseline_{m}": out[f"baseline_{m}"] for m in METRICS},
-            "val_frames": self.frames,
-        }
 
 
 @torch.inference_mode()
@@ -68,7 +42,7 @@ def evaluate(
         `val_frames`, the number of predicted frames.
     """
     from convlstm_cli.data.streamer import ClipStreamer
-    from convlstm_cli.metrics import frame_metrics
+    from convlstm_cli.metrics import MetricAccumulator
 
     d = cfg.data
     streamer = ClipStreamer(
@@ -78,7 +52,7 @@ def evaluate(
     )
     was_training = model.training
     model.eval()
-    sums, state = MetricSums(), StreamState()
+    scores, baseline, state = MetricAccumulator(), MetricAccumulator(), StreamState()
     try:
         for batch in streamer:
             inputs, targets = to_unit(batch.inputs, device), to_unit(batch.targets, device)
@@ -87,15 +61,15 @@ def evaluate(
                 pred, state = model.predict_each_step(inputs, state, horizon=1)
             truth = torch.cat([inputs[:, 1:], targets[:, :1]], dim=1)
             keep = batch.valid.to(device)
-            sums.add("model", frame_metrics(pred[:, :, 0][keep].flatten(0, 1).float(), truth[keep].flatten(0, 1)))
-            sums.add("baseline", frame_metrics(inputs[keep].flatten(0, 1), truth[keep].flatten(0, 1)))
+            scores.update(pred[:, :, 0][keep].float(), truth[keep])
+            baseline.update(inputs[keep], truth[keep])  # copy-last: frame t stands for frame t+1
     finally:
         close = getattr(streamer, "close", None)
         if close:
             close()
         model.train(was_training)
-    out = sums.means()
-    for k, v in out.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            out[k] = float("nan")
-    return out
+    return {
+        **{f"val_{k}": v for k, v in scores.means().items()},
+        **{f"baseline_{k}": v for k, v in baseline.means().items()},
+        "val_frames": len(scores),
+    }

@@ -27,10 +27,16 @@ from torch import Tensor
 from convlstm_cli.checkpoint import LoadedModel, load_model
 from convlstm_cli.device import autocast, resolve_device, resolve_precision
 from convlstm_cli.errors import InputError, VideoError
+from convlstm_cli.evaluate import to_unit
 from convlstm_cli.metrics import MetricAccumulator
 from convlstm_cli.predict_io import PredictionOutputs, open_clip, to_uint8
 
 Progress = Callable[[int, int | None], None]
+
+
+def frames_to_unit(frames_u8: list[np.ndarray], device: torch.device) -> Tensor:
+    """Decoded uint8 frames [C, H, W] → one float tensor [T, C, H, W] in [0, 1] on `device`."""
+    return to_unit(torch.from_numpy(np.stack(frames_u8)), device)
 
 
 @dataclass
@@ -54,10 +60,6 @@ class StreamChunk:
     def scored(self, k: int) -> int:
         """How many of this chunk's lead-k predictions have ground truth (k = 1 … horizon)."""
         return max(0, min(self.n, self.frames.shape[0] - k))
-
-
-def _to_device(frames_u8: list[np.ndarray], device: torch.device) -> Tensor:
-    return torch.from_numpy(np.stack(frames_u8)).to(device).float().div_(255.0)
 
 
 def stream_predict(
@@ -89,7 +91,7 @@ def stream_predict(
     def run(n: int) -> StreamChunk:
         nonlocal state
         window = buf[: n + horizon]
-        x = _to_device(window, device)
+        x = frames_to_unit(window, device)
         with torch.inference_mode(), autocast(device, precision):
             pred, state = model.predict_each_step(x[None, :n], state, horizon)
         return StreamChunk(start, np.stack(window), x, pred[0].float())
@@ -112,7 +114,7 @@ def encode_context(model, frames: Iterator[np.ndarray], context: int, chunk: int
 
     def flush():
         nonlocal state
-        x = _to_device(buf, device)[None]
+        x = frames_to_unit(buf, device)[None]
         with torch.inference_mode(), autocast(device, precision):
             state, _ = model.encode(x, state)
         buf.clear()
@@ -217,7 +219,7 @@ def _run_forecast(result, loaded, frames, chunk, device, outputs, progress) -> N
     state, last, seen = encode_context(loaded.model, frames, n, chunk, device, result.precision)
     if seen < n:
         raise VideoError(f"{result.clip}: too short: {seen} frame(s), --context {n} needs at least {n}")
-    last_t = _to_device([last], device)
+    last_t = frames_to_unit([last], device)
     with torch.inference_mode(), autocast(device, result.precision):
         pred = loaded.model.forecast(state, last_t, k)[0].float()  # [K, C, H, W]
     truth_u8 = list(itertools.islice(frames, k))
@@ -227,7 +229,7 @@ def _run_forecast(result, loaded, frames, chunk, device, outputs, progress) -> N
     pred_u8, have = to_uint8(pred), len(truth_u8)
     result.by_step = [(MetricAccumulator(), MetricAccumulator()) for _ in range(have)]
     if have:
-        truth = _to_device(truth_u8, device)
+        truth = frames_to_unit(truth_u8, device)
         scores = result.model.update(pred[:have], truth)
         bases = result.baseline.update(last_t.expand(have, -1, -1, -1), truth)
         for j, (m, b) in enumerate(result.by_step):
