@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,11 +86,13 @@ def find(path: str | Path) -> Path:
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely (weights_only=True); CheckpointError if it is not one of ours."""
     p = find(path)
+    if not zipfile.is_zipfile(p):  # torch.save writes a zip archive; anything else is not ours
+        raise CheckpointError(f"{p}: not a convlstm-cli checkpoint (not a PyTorch checkpoint file)")
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for foreign or pickled content
         reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else e.__class__.__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if "Unsupported global" in str(e) or "GLOBAL" in str(e):
             reason = "it holds pickled Python objects, which are refused (only tensors and plain values load)"
         raise CheckpointError(f"{p}: not a convlstm-cli checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

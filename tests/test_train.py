@@ -197,7 +197,7 @@ def test_config_file_errors(tmp_path):
 def test_not_a_checkpoint_is_refused(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("hello")
-    with pytest.raises(CheckpointError, match="not a convlstm-cli checkpoint"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint file"):
         checkpoint.load(text)
     pickled = tmp_path / "pickled.pt"
     torch.save({"format": checkpoint.FORMAT, "model": {}, "config": {}, "obj": Path("x")}, pickled)
