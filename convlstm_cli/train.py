@@ -294,6 +294,9 @@ def find_videos(video_dir: Path, cfg: RunConfig, log: RunLog):
         report_skipped(val_probe, log)
         return probe.videos, val_probe.videos[: cfg.data.val_max_videos]
     train, val = split_videos(probe.videos, cfg.data.val_fraction, cfg.train.seed)
+    if not val:
+        log.print("no validation videos (data.val_fraction is 0 or there is one video): no best.pt; "
+                  "pass --val-dir to validate")
     return train, val[: cfg.data.val_max_videos]
 
 
