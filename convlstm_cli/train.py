@@ -337,46 +337,46 @@ def train(video_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
             f"training on {len(train_videos)} videos ({len(val_videos)} for validation), device "
             f"{trainer.device.type}, precision {trainer.precision}, {info.world_size} process(es) → {run_dir}"
         )
-        return run_loop(trainer)
+        return run_loop(trainer, video_dir)
     finally:
         log.close()
         distributed.shutdown(info)
 
 
-def run_loop(tr: Trainer) -> RunResult:
+def run_loop(tr: Trainer, video_dir: Path) -> RunResult:
     """Step until max_steps / epochs / a stop signal; validate and save on schedule and at the end."""
     t, log, info = tr.cfg.train, tr.log, tr.info
     frames_per_step = tr.cfg.data.batch_size * tr.cfg.data.context * t.detach_every * info.world_size
     speed, last_eval, interrupted = Throughput(), None, False
     log.start(t.max_steps, tr.step_count)
     stream = iter(tr.streamer)
-    with StopFlag() as stop:
-        while tr.step_count < t.max_steps:
-            batches = [next(stream) for _ in range(t.detach_every)]
-            tr.epoch = batches[-1].epoch
-            if t.epochs is not None and batches[0].epoch >= t.epochs:
-                break
-            tr.step(batches)
-            speed.add(frames_per_step)
-            report_problems(tr)
-            s = tr.step_count
-            if s % t.log_every == 0 or s == t.max_steps:
-                log_step(tr, speed.rate())
-            if tr.val_videos and s % t.eval_every == 0 and s < t.max_steps:
-                last_eval = validate(tr)
-            if s % t.save_every == 0:
-                tr.save("last")
-            # Ranks must agree on the step they stop at; in DDP that costs a collective, so it is
-            # asked every few steps rather than every step (a signal then finishes ≤ 10 steps).
-            if (not info.enabled or s % min(t.log_every, 10) == 0) and distributed.any_true(
-                info, stop.requested, tr.device
-            ):
-                interrupted = True
-                break
-    close = getattr(tr.streamer, "close", None)
-    if close:
-        close()
-    log.end_progress()
+    try:
+        with StopFlag() as stop:
+            while tr.step_count < t.max_steps:
+                batches = [next(stream) for _ in range(t.detach_every)]
+                tr.epoch = batches[-1].epoch
+                if t.epochs is not None and batches[0].epoch >= t.epochs:
+                    break
+                tr.step(batches)
+                speed.add(frames_per_step)
+                report_problems(tr)
+                s = tr.step_count
+                if s % t.log_every == 0 or s == t.max_steps:
+                    log_step(tr, speed.rate())
+                if tr.val_videos and s % t.eval_every == 0 and s < t.max_steps:
+                    last_eval = validate(tr)
+                if s % t.save_every == 0:
+                    tr.save("last")
+                # Ranks must agree on the step they stop at; in DDP that costs a collective, so it
+                # is asked every few steps rather than every step (a signal then finishes ≤ 10 steps).
+                if (not info.enabled or s % min(t.log_every, 10) == 0) and distributed.any_true(
+                    info, stop.requested, tr.device
+                ):
+                    interrupted = True
+                    break
+    finally:
+        tr.streamer.close()
+        log.end_progress()
     if tr.loss_n:
         log_step(tr, speed.rate())
     if not interrupted and tr.val_videos and (last_eval is None or last_eval.get("step") != tr.step_count):
@@ -384,7 +384,7 @@ def run_loop(tr: Trainer) -> RunResult:
     tr.save("last")
     if interrupted:
         log.print(f"interrupted at step {tr.step_count}: saved {tr.run_dir / 'checkpoints' / 'last.pt'}\n"
-                  f"resume with: convlstm train <VIDEO_DIR> --resume {tr.run_dir}")
+                  f"resume with: convlstm train {video_dir} --resume {tr.run_dir}")
     else:
         log.print(f"done: {tr.step_count} steps; checkpoints in {tr.run_dir / 'checkpoints'}")
     return RunResult(tr.run_dir, tr.step_count, interrupted, last_eval, tr.best_psnr)
