@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from convlstm_cli.atomic import temp_path
 from convlstm_cli.errors import CheckpointError
 
 FORMAT = "convlstm-cli/checkpoint/v1"
@@ -42,7 +43,7 @@ def save(path: str | Path, payload: dict[str, Any]) -> Path:
     """Atomically write `payload` (plus the format marker) to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             torch.save({"format": FORMAT, **payload}, f)
@@ -58,7 +59,7 @@ def save(path: str | Path, payload: dict[str, Any]) -> Path:
 def copy(src: str | Path, dst: str | Path) -> Path:
     """Atomically copy a checkpoint file (for `best` and the keep-last-N step files)."""
     src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    tmp = temp_path(dst)
     try:
         shutil.copyfile(src, tmp)
         with open(tmp, "rb+") as f:

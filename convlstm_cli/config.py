@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from convlstm_cli import atomic
 from convlstm_cli.errors import ConfigError
 from convlstm_cli.model.forecaster import ModelConfig
 
@@ -332,9 +333,4 @@ def _ok_kernels(m: ModelConfig) -> bool:
 
 def dump_yaml(cfg: RunConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    import os
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+    atomic.write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from convlstm_cli.render import PanelLayout, StreamWriter, encode_png, strip_image, temp_path
+from convlstm_cli.atomic import temp_path
+from convlstm_cli.render import PanelLayout, StreamWriter, encode_png, strip_image
 
 STRIP_MAX_COLUMNS = 16  # forecast.png shows at most this many forecast frames (evenly spread)
 DEFAULT_FPS = 10.0  # for clips whose container gives no frame rate

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from convlstm_cli.atomic import temp_path
+
 GAP = 4  # pixels between panels
 HEADER = 14  # label strip above each panel
 BACKGROUND = 32  # gray level of headers and placeholders
@@ -112,11 +114,6 @@ class PanelLayout:
         """truth | prediction | error, the error panel blank ('no ground truth') without truth."""
         err = None if truth is None else error_image(pred, truth, gain)
         return self.compose([truth, pred, err])
-
-
-def temp_path(path: Path) -> Path:
-    """A hidden temporary name next to `path` (same filesystem, so os.replace is atomic)."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 class StreamWriter:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+
+from convlstm_cli import atomic
 
 
 def _clean(v: Any) -> Any:
@@ -42,9 +43,7 @@ def truncate_metrics(path: Path, after_step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:
             continue
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(f"{x}\n" for x in kept))
-    os.replace(tmp, path)
+    atomic.write_text(path, "".join(f"{x}\n" for x in kept))
 
 
 class RunLog:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from convlstm_cli import atomic
 
 
 def _num(v, fmt: str = ".2f", none: str = "-") -> str:
@@ -111,12 +112,4 @@ def _clean(v):
 
 def write_json(report: dict, path: str | Path) -> Path:
     """Write the report to `path` via a temporary file (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(_clean(report), indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic.write_text(path, json.dumps(_clean(report), indent=2) + "\n")
