@@ -49,11 +49,6 @@ def shutdown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
-
-
 def any_true(info: DistInfo, flag: bool, device: torch.device) -> bool:
     """True on every rank if `flag` is true on any rank (so all ranks stop at the same step)."""
     if not info.enabled:

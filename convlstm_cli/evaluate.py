@@ -55,12 +55,13 @@ def evaluate(
     scores, baseline, state = MetricAccumulator(), MetricAccumulator(), StreamState()
     try:
         for batch in streamer:
+            batch = batch.to(device)
             inputs, targets = to_unit(batch.inputs, device), to_unit(batch.targets, device)
-            state = state.reset(batch.reset.to(device, non_blocking=True))
+            state = state.reset(batch.reset)
             with autocast(device, precision):
                 pred, state = model.predict_each_step(inputs, state, horizon=1)
             truth = torch.cat([inputs[:, 1:], targets[:, :1]], dim=1)
-            keep = batch.valid.to(device)
+            keep = batch.valid
             scores.update(pred[:, :, 0][keep].float(), truth[keep])
             baseline.update(inputs[keep], truth[keep])  # copy-last: frame t stands for frame t+1
     finally:

@@ -180,11 +180,9 @@ class Trainer:
         t = self.cfg.train
         losses = []
         for batch in batches:
+            batch = batch.to(self.device)  # asynchronous copies from pinned memory
             inputs, targets = to_unit(batch.inputs, self.device), to_unit(batch.targets, self.device)
-            if t.stateless:
-                self.state = StreamState()
-            else:
-                self.state = self.state.reset(batch.reset.to(self.device, non_blocking=True))
+            self.state = StreamState() if t.stateless else self.state.reset(batch.reset)
             with autocast(self.device, self.precision):
                 pred, self.state = self.net(inputs, self.state)
             losses.append(self.loss_fn(pred.float(), targets))
