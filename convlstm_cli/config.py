@@ -210,10 +210,7 @@ def parse_set(items: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = value
+        out = merge(out, _nest(".".join(parts), value))
     return out
 
 
@@ -300,7 +297,11 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"config key data.channels: must be 1 (gray) or 3 (RGB), got {d.channels}")
     if not m.hidden_channels or any(c < 1 for c in m.hidden_channels):
         raise ConfigError(f"config key model.hidden_channels: need positive channels, got {list(m.hidden_channels)}")
-    for k in (m.kernels() if _ok_kernels(m) else [0]):
+    try:
+        kernels = m.kernels()
+    except ValueError as e:
+        raise ConfigError(f"config key model.kernel_size: {e}") from None
+    for k in kernels:
         if k < 1 or k % 2 == 0:
             raise ConfigError(f"config key model.kernel_size: odd sizes per level needed, got {m.kernel_size}")
     if t.loss not in ("mse", "l1"):
@@ -321,14 +322,6 @@ def validate(cfg: RunConfig) -> None:
             f"(model.stem_stride · 2^(levels-1))"
         )
     m.in_channels = d.channels
-
-
-def _ok_kernels(m: ModelConfig) -> bool:
-    try:
-        m.kernels()
-        return True
-    except ValueError as e:
-        raise ConfigError(f"config key model.kernel_size: {e}") from None
 
 
 def dump_yaml(cfg: RunConfig, path: str | Path) -> None:
