@@ -182,7 +182,9 @@ class Trainer:
         for batch in batches:
             batch = batch.to(self.device)  # asynchronous copies from pinned memory
             inputs, targets = to_unit(batch.inputs, self.device), to_unit(batch.targets, self.device)
-            self.state = StreamState() if t.stateless else self.state.reset(batch.reset)
+            state = StreamState() if t.stateless else self.state.reset(batch.reset)
+            # Zeros made here, outside a compiled net: it then sees one kind of state and compiles once.
+            self.state = self.model.initial_state(inputs, state)
             with autocast(self.device, self.precision):
                 pred, self.state = self.net(inputs, self.state)
             losses.append(self.loss_fn(pred.float(), targets))

@@ -96,6 +96,7 @@ def test_stream_data_and_accuracy_sections(quick_report):
     assert d["decode_720p"]["frames"] == 8 and d["decode_small"]["frames"] == 40
     assert d["streamer"]["batches_per_s"] > 0
     assert d["streamer_vs_train"] == pytest.approx(d["streamer"]["batches_per_s"] / d["train_steps_per_s"])
+    assert d["streamer_cached"]["batches_per_s"] > 0 and d["streamer_by_workers"]["2"] == d["streamer"]["batches_per_s"]
     acc = report["accuracy"]
     if report["machine"]["bf16_supported"]:
         assert acc["bf16"]["state_dtype"] == "float32"  # the cell state stays fp32 under bf16 autocast

@@ -157,6 +157,23 @@ def test_autocast_bf16_stays_close_to_fp32():
     assert_states_close(state, want_state, atol=5e-2, rtol=0)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_zero_state_has_the_layout_of_a_returned_state(channels_last):
+    # torch.compile guards on strides and aliasing: a zero state laid out unlike the state the model
+    # returns (or with h and c one tensor) would compile the training step twice.
+    model = tiny_model()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    x = frames(t=2, dtype=torch.float32)
+    zero = model.initial_state(x, None)
+    with torch.no_grad():
+        _, state = model(x, zero)
+    for (h0, c0), (h1, c1) in zip(zero, state):
+        assert h0 is not c0 and h0.data_ptr() != c0.data_ptr()
+        assert (h0.stride(), c0.stride()) == (h1.stride(), c1.stride())
+        assert not h0.any() and not c0.any()
+
+
 def test_channels_last_equals_contiguous():
     model = tiny_model()
     cl = copy.deepcopy(model).to(memory_format=torch.channels_last)

@@ -326,8 +326,8 @@ def test_state_is_carried_reset_per_lane_or_dropped(videos, tmp_path, stateless)
     tr.streamer.close()
     switches = 0
     for k in range(1, len(batches)):
-        if stateless:
-            assert seen[k] is None
+        if stateless:  # every chunk starts from zeros, whatever the lane did before
+            assert all(bool((t == 0).all()) for hc in seen[k] for t in hc)
             continue
         h = seen[k][0][0]
         for lane in range(3):

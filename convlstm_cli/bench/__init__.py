@@ -132,18 +132,19 @@ def run_bench(device: str = "auto", quick: bool = False, threads: int | None = N
     report: dict = {
         "settings": {"device": dev.type, "quick": quick, "threads": torch.get_num_threads(), "warmup": warmup,
                      "repeats": repeats, "compile": compile, "statistic": "median",
+                     "fp32_math": "ieee (cuDNN TF32 off)" if dev.type == "cuda" else "ieee",
                      "models": {c.name: c.settings() for c in cases}},
         "machine": machine_facts(dev),
     }
     log("matmul peaks")
     report["peaks"] = peaks(dev, quick)
     head_peak = report["peaks"]["bf16" if bf16 else "fp32"]["tflops"]
-    cudnn_benchmark = torch.backends.cudnn.benchmark
+    cudnn_benchmark, cudnn_tf32 = torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32
     try:
         train = {c.name: run_ladder(c, rungs, dev, report["peaks"], True, warmup, repeats, log) for c in cases}
         infer = {c.name: run_ladder(c, rungs, dev, report["peaks"], False, warmup, repeats, log) for c in cases}
     finally:
-        torch.backends.cudnn.benchmark = cudnn_benchmark
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = cudnn_benchmark, cudnn_tf32
     main = train["openstl-s"]
     stack = cases[0].build()
     side = cases[0].size // stack.patch

@@ -9,6 +9,7 @@ second the default model's training consumes (``streamer_vs_train`` ≥ 1: data 
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -50,13 +51,25 @@ def decode_rate(path: Path, size: tuple[int, int], repeats: int) -> dict:
     return {"frames": n, "frames_per_s": statistics.median(rates)}
 
 
-def streamer_rate(paths: list[Path], batch: int, context: int, horizon: int, size: int, batches: int) -> float:
-    """Batches per second `ClipStreamer` delivers (after its first batch) with the training defaults."""
+def streamer_rate(paths: list[Path], batch: int, context: int, horizon: int, size: int, batches: int,
+                  workers: int = 2, cache_dir: str | None = None) -> float:
+    """Batches per second `ClipStreamer` delivers (after its first batch).
+
+    With `cache_dir`, one full pass fills the frame cache first, so the timed batches read
+    memory-mapped frames instead of decoding (what every epoch after the first does with `data.cache`).
+    """
     from convlstm_cli.data.streamer import ClipStreamer
 
-    streamer = ClipStreamer([str(p) for p in paths], batch_size=batch, context=context, horizon=horizon,
-                            size=(size, size), channels=1, seed=0, shuffle=True, loop=True)
-    with streamer:
+    def make(loop: bool) -> ClipStreamer:
+        return ClipStreamer([str(p) for p in paths], batch_size=batch, context=context, horizon=horizon,
+                            size=(size, size), channels=1, seed=0, shuffle=True, loop=loop, workers=workers,
+                            cache_dir=cache_dir)
+
+    if cache_dir:
+        with make(loop=False) as filling:
+            for _ in filling:
+                pass
+    with make(loop=True) as streamer:
         it = iter(streamer)
         next(it)  # start-up: threads, decoders, first windows
         t0 = time.perf_counter()
@@ -92,13 +105,20 @@ def data_bench(quick: bool, batch: int, context: int, horizon: int, size: int,
             "decode_small": {"source": "320x240 H.264", **decode_rate(small[0], (size, size), repeats)},
         }
         batches = 5 if quick else 40
-        rate = streamer_rate(small, batch, context, horizon, size, batches)
+        # The training default (2 decoding threads), and as many as the gpu sample config uses where
+        # the machine has the cores for them; then the same streamer reading the frame cache.
+        workers = sorted({2, max(2, min(8, os.cpu_count() or 2))})
+        rates = {w: streamer_rate(small, batch, context, horizon, size, batches, workers=w) for w in workers}
+        cached = streamer_rate(small, batch, context, horizon, size, batches * 4, workers=workers[-1],
+                               cache_dir=str(tmp / "cache"))
     out["resize_to"] = [size, size]
-    out["streamer"] = {
-        "batches_per_s": rate,
-        "frames_per_s": rate * batch * context,
-        "batch": batch, "context": context, "horizon": horizon, "videos": n_videos,
-    }
+    rate = rates[2]
+    sizes = {"batch": batch, "context": context, "horizon": horizon, "videos": n_videos}
+    out["streamer"] = {"batches_per_s": rate, "frames_per_s": rate * batch * context, "workers": 2, **sizes}
+    out["streamer_by_workers"] = {str(w): r for w, r in rates.items()}
+    out["streamer_cached"] = {"batches_per_s": cached, "frames_per_s": cached * batch * context,
+                              "workers": workers[-1], **sizes}
     out["train_steps_per_s"] = train_steps_per_s
     out["streamer_vs_train"] = rate / train_steps_per_s if train_steps_per_s else None
+    out["streamer_cached_vs_train"] = cached / train_steps_per_s if train_steps_per_s else None
     return out

@@ -62,10 +62,18 @@ def data_table(d: dict) -> Table:
     for key in ("decode_720p", "decode_small"):
         t.add_row(f"decode + resize, {d[key]['source']}", f"{d[key]['frames_per_s']:.0f} frames/s")
     st = d["streamer"]
-    t.add_row(f"ClipStreamer (batch {st['batch']}, context {st['context']})", f"{st['batches_per_s']:.1f} batches/s")
+    shape = f"batch {st['batch']}, context {st['context']}"
+    for w, rate in d.get("streamer_by_workers", {str(st["workers"]): st["batches_per_s"]}).items():
+        t.add_row(f"ClipStreamer decoding ({shape}, {w} threads)", f"{rate:.1f} batches/s")
+    cached = d.get("streamer_cached")
+    if cached:
+        t.add_row(f"ClipStreamer from the frame cache ({cached['workers']} threads)",
+                  f"{cached['batches_per_s']:.1f} batches/s")
     if d.get("train_steps_per_s"):
         t.add_row("default model training consumes", f"{d['train_steps_per_s']:.1f} batches/s")
-        t.add_row("streamer ÷ training", f"{d['streamer_vs_train']:.1f}×")
+        t.add_row("streamer ÷ training (decoding, 2 threads)", f"{d['streamer_vs_train']:.1f}×")
+        if cached:
+            t.add_row("streamer ÷ training (frame cache)", f"{d['streamer_cached_vs_train']:.1f}×")
     return t
 
 

@@ -5,7 +5,9 @@ state, MSE loss in float32, backward, AdamW step, state detached. An inference c
 frames from `context` frames for a batch of sequences, from a zero state.
 
 On CUDA every rung but the naive one runs with `cudnn.benchmark` (fixed shapes: cuDNN picks its
-fastest algorithm once). CUDA graphs capture the whole step (forward, backward and the optimizer) once and replay it: inputs,
+fastest algorithm once), and the fp32 rungs compute in true float32: PyTorch lets cuDNN convolutions
+use TF32 by default (a 10-bit mantissa), which would make the "fp32" reference a reduced-precision
+run and its MFU exceed the fp32 matmul peak measured beside it. CUDA graphs capture the whole step (forward, backward and the optimizer) once and replay it: inputs,
 targets and the carried state live in static tensors, autocast runs with its cast cache off (a graph
 must not keep casts from capture time), and AdamW is `capturable` so its step count stays on the GPU.
 """
@@ -30,6 +32,7 @@ def build(case: ModelCase, rung: Rung, device: torch.device, train: bool) -> tup
     if device.type == "cuda":
         # Shapes are fixed: let cuDNN time its algorithms once (the naive reference keeps the default).
         torch.backends.cudnn.benchmark = not rung.naive
+        torch.backends.cudnn.allow_tf32 = rung.precision != "fp32"
     model = case.build().to(device)
     if rung.naive:
         model = to_reference(model)
