@@ -60,6 +60,8 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
+    # torch.compile mode; "reduce-overhead" also replays each step as CUDA graphs (cuda only)
+    compile_mode: str = "default"  # default | reduce-overhead | max-autotune-no-cudagraphs
     detach_every: int = 1  # TBPTT: detach the carried state every N chunks (backprop through N chunks)
     stateless: bool = False  # reset the state every chunk (for comparison with stateful training)
     seed: int = 0
@@ -70,6 +72,9 @@ class TrainConfig:
     keep_last: int = 3  # also keep the last N step checkpoints (0: only last/best)
     max_bad_steps: int = 20  # stop after this many consecutive non-finite steps
     tensorboard: bool = True  # log to <run>/tb when tensorboard is installed
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -306,6 +311,8 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"config key model.kernel_size: odd sizes per level needed, got {m.kernel_size}")
     if t.loss not in ("mse", "l1"):
         raise ConfigError(f"config key train.loss: mse or l1, got {t.loss!r}")
+    if t.compile_mode not in COMPILE_MODES:
+        raise ConfigError(f"config key train.compile_mode: one of {', '.join(COMPILE_MODES)}, got {t.compile_mode!r}")
     if t.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"config key train.precision: auto, bf16 or fp32, got {t.precision!r}")
     if t.epochs is not None and t.epochs < 1:

@@ -133,8 +133,12 @@ class Trainer:
         if info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        # CUDA graphs ("reduce-overhead") replay a whole forward and backward as one launch: most of
+        # a ConvLSTM step's time on a GPU is launch overhead of its many small per-time-step kernels.
+        self.graphs = t.compile and t.compile_mode == "reduce-overhead" and self.device.type == "cuda"
         if t.compile:
-            self.net = torch.compile(self.net)
+            mode = t.compile_mode if t.compile_mode != "reduce-overhead" or self.graphs else "default"
+            self.net = torch.compile(self.net, mode=mode)
         fused = self._fused_ok()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay,
                                            **({"fused": True} if fused else {}))
@@ -179,12 +183,16 @@ class Trainer:
         """
         t = self.cfg.train
         losses = []
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # one training iteration of CUDA-graph replays
         for batch in batches:
             batch = batch.to(self.device)  # asynchronous copies from pinned memory
             inputs, targets = to_unit(batch.inputs, self.device), to_unit(batch.targets, self.device)
             state = StreamState() if t.stateless else self.state.reset(batch.reset)
             # Zeros made here, outside a compiled net: it then sees one kind of state and compiles once.
             self.state = self.model.initial_state(inputs, state)
+            if self.graphs:  # a replay overwrites the graphs' outputs: feed the carried state in as a copy
+                self.state = self.state.clone()
             with autocast(self.device, self.precision):
                 pred, self.state = self.net(inputs, self.state)
             losses.append(self.loss_fn(pred.float(), targets))

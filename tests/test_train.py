@@ -192,6 +192,15 @@ def test_config_file_errors(tmp_path):
         load_config(bad)
     cfg = load_config("quickstart", ["train.lr=1e-3"], **{"train.seed": 5})
     assert cfg.train.lr == 1e-3 and cfg.train.seed == 5
+    with pytest.raises(ConfigError, match="train.compile_mode: one of default, reduce-overhead"):
+        load_config(None, ["train.compile_mode=fast"])
+
+
+def test_reduce_overhead_means_cuda_graphs_only_on_cuda(videos, tmp_path):
+    # On the CPU there are no CUDA graphs to replay: the mode falls back to a plain compile and the
+    # step neither marks graph iterations nor copies the state.
+    tr = make_trainer(videos, tmp_path, "train.compile=true", "train.compile_mode=reduce-overhead")
+    assert tr.device.type == "cpu" and tr.graphs is False
 
 
 def test_not_a_checkpoint_is_refused(tmp_path):
