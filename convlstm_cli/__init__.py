@@ -3,6 +3,7 @@
 Public API (see README):
 
     from convlstm_cli import ConvLSTM, EncoderForecaster, StreamState, ClipStreamer
+    from convlstm_cli import load_model, stream_predict, predict_clip
 
 Importing the package imports torch but not av or torchvision; the video modules load them lazily.
 """
@@ -19,8 +20,11 @@ _LAZY = {
     "ReferenceConvLSTM": "convlstm_cli.model.reference",
     "ClipStreamer": "convlstm_cli.data.streamer",
     "Batch": "convlstm_cli.data.streamer",
-    "probe_videos": "convlstm_cli.data.video",
+    "probe_videos": "convlstm_cli.data.probe",
     "make_dataset": "convlstm_cli.data.synthetic",
+    "load_model": "convlstm_cli.checkpoint",
+    "stream_predict": "convlstm_cli.streaming",
+    "predict_clip": "convlstm_cli.predict",
 }
 
 __all__ = ["__version__", *_LAZY]

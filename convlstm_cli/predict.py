@@ -16,117 +16,21 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from convlstm_cli.checkpoint import LoadedModel, load_model
 from convlstm_cli.device import autocast, resolve_device, resolve_precision
 from convlstm_cli.errors import InputError, VideoError
-from convlstm_cli.evaluate import to_unit
 from convlstm_cli.metrics import MetricAccumulator
 from convlstm_cli.predict_io import PredictionOutputs, open_clip, to_uint8
+from convlstm_cli.streaming import StreamChunk, encode_context, frames_to_unit, stream_predict
 
 Progress = Callable[[int, int | None], None]
-
-
-def frames_to_unit(frames_u8: list[np.ndarray], device: torch.device) -> Tensor:
-    """Decoded uint8 frames [C, H, W] → one float tensor [T, C, H, W] in [0, 1] on `device`."""
-    return to_unit(torch.from_numpy(np.stack(frames_u8)), device)
-
-
-@dataclass
-class StreamChunk:
-    """One chunk of a stream: inputs [start, start+n) and what the model made of them.
-
-    `pred[i, k]` forecasts frame start+i+k+1; `future` holds the frames after the inputs that were
-    already decoded (up to horizon of them; fewer at the clip's end), so `frames` = inputs ‖ future
-    are the ground truth, and `frames_u8` the same as decoded.
-    """
-
-    start: int
-    frames_u8: np.ndarray  # uint8 [n + m, C, H, W]
-    frames: Tensor  # float [n + m, C, H, W] in [0, 1], on the model's device
-    pred: Tensor  # float32 [n, horizon, C, H, W]
-
-    @property
-    def n(self) -> int:
-        return self.pred.shape[0]
-
-    def scored(self, k: int) -> int:
-        """How many of this chunk's lead-k predictions have ground truth (k = 1 … horizon)."""
-        return max(0, min(self.n, self.frames.shape[0] - k))
-
-
-def stream_predict(
-    model: torch.nn.Module,
-    frames: Iterable[np.ndarray],
-    horizon: int = 1,
-    chunk: int = 64,
-    device: torch.device | str = "cpu",
-    precision: str = "fp32",
-) -> Iterator[StreamChunk]:
-    """Stream frames through the model chunk by chunk with its state carried.
-
-    Holds at most chunk + horizon decoded frames: a chunk is run once the `horizon` frames after it
-    are decoded (so all its predictions that have a truth can be scored), then dropped.
-
-    Args:
-        model: an `EncoderForecaster` (eval mode).
-        frames: uint8 [C, H, W] frames in order (e.g. `iter_frames(...)`); any iterable.
-        horizon: frames forecast from every frame.
-        chunk: input frames per model call (results do not depend on it).
-        device, precision: where and how the model runs ("bf16" or "fp32").
-
-    Yields:
-        `StreamChunk`s covering every input frame exactly once, in order.
-    """
-    device = torch.device(device)
-    state, start, buf = None, 0, []
-
-    def run(n: int) -> StreamChunk:
-        nonlocal state
-        window = buf[: n + horizon]
-        x = frames_to_unit(window, device)
-        with torch.inference_mode(), autocast(device, precision):
-            pred, state = model.predict_each_step(x[None, :n], state, horizon)
-        return StreamChunk(start, np.stack(window), x, pred[0].float())
-
-    for frame in frames:
-        buf.append(frame)
-        if len(buf) == chunk + horizon:
-            yield run(chunk)
-            start, buf = start + chunk, buf[chunk:]
-    while buf:
-        n = min(chunk, len(buf))
-        yield run(n)
-        start, buf = start + n, buf[n:]
-
-
-def encode_context(model, frames: Iterator[np.ndarray], context: int, chunk: int, device, precision):
-    """Run the encoder over the first `context` frames in chunks; (state, last frame uint8, count)."""
-    device = torch.device(device)
-    state, last, seen, buf = None, None, 0, []
-
-    def flush():
-        nonlocal state
-        x = frames_to_unit(buf, device)[None]
-        with torch.inference_mode(), autocast(device, precision):
-            state, _ = model.encode(x, state)
-        buf.clear()
-
-    for frame in frames:
-        buf.append(frame)
-        last, seen = frame, seen + 1
-        if len(buf) == chunk or seen == context:
-            flush()
-        if seen == context:
-            break
-    return state, last, seen
 
 
 @dataclass

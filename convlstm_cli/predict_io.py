@@ -71,7 +71,7 @@ def open_clip(path: str | Path, config, max_frames: int | None = None) -> ClipSo
     Raises:
         VideoError: the file is missing, unreadable or not a video (one line naming it).
     """
-    from convlstm_cli.data.video import probe_video
+    from convlstm_cli.data.probe import probe_video
 
     path = Path(path)
     info = probe_video(path)

@@ -292,7 +292,7 @@ def prepare_run_dir(out: Path | None, resume: Path | None, video_dir: Path) -> P
 
 def find_videos(video_dir: Path, cfg: RunConfig, log: RunLog):
     """Probe the folder(s); report skipped files; return (train, val) VideoInfo lists."""
-    from convlstm_cli.data.video import probe_videos
+    from convlstm_cli.data.probe import probe_videos
 
     window = cfg.data.context + cfg.model.horizon
     probe = probe_videos(video_dir, min_frames=window * cfg.data.stride)

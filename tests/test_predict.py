@@ -20,7 +20,8 @@ from convlstm_cli.cli import app
 from convlstm_cli.data.synthetic import shapes_frames
 from convlstm_cli.data.video import read_frames, write_video
 from convlstm_cli.model.forecaster import EncoderForecaster
-from convlstm_cli.predict import predict_clip, stream_predict
+from convlstm_cli.predict import predict_clip
+from convlstm_cli.streaming import stream_predict
 
 SIZE, HORIZON, FRAMES = 32, 3, 30
 PANEL = 128  # 32-pixel frames are enlarged ×4 to 128-pixel panels
@@ -278,3 +279,20 @@ def test_memory_is_flat_on_a_long_clip(run_dir, tmp_path):
     assert (int(frames_read), int(scored)) == (1500, 1499)
     assert float(long_peak) - float(short_peak) < 12, res.stdout
     assert len(decode(tmp_path / "long" / "prediction.mp4")) == 1499
+
+
+def test_readme_streaming_api(run_dir, clip):
+    # The README's "Python API" streaming example, with the top-level imports it shows.
+    from convlstm_cli import load_model
+    from convlstm_cli import stream_predict as top_level_stream_predict
+    from convlstm_cli.data.video import iter_frames
+
+    loaded = load_model(run_dir, device="cpu")
+    h, w = loaded.config.data.hw()
+    frames = iter_frames(clip, size=(h, w), channels=loaded.config.data.channels)
+    chunks = list(top_level_stream_predict(loaded.model, frames, horizon=2, chunk=7))
+    assert [c.start for c in chunks] == list(range(0, FRAMES, 7))
+    whole = torch.from_numpy(np.stack(list(iter_frames(clip, size=(h, w))))).float() / 255
+    with torch.inference_mode():
+        want, _ = loaded.model.predict_each_step(whole[None], None, 2)
+    torch.testing.assert_close(torch.cat([c.pred for c in chunks]), want[0], atol=1e-5, rtol=1e-5)

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from convlstm_cli.data import prefetch
+from convlstm_cli.data.probe import VideoInfo, probe_video
 from convlstm_cli.data.streamer import ClipStreamer
 from convlstm_cli.data.synthetic import decode_index, write_index_video
-from convlstm_cli.data.video import VideoInfo, probe_video, read_frames
+from convlstm_cli.data.video import read_frames
 from convlstm_cli.errors import InputError, NoUsableVideoError
 
 CONTEXT, HORIZON = 4, 2

@@ -9,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from convlstm_cli.cli import app
+from convlstm_cli.data.probe import probe_videos
 from convlstm_cli.data.synthetic import decode_index, index_frames, make_dataset, shapes_frames
-from convlstm_cli.data.video import probe_videos, read_frames, write_video
+from convlstm_cli.data.video import read_frames, write_video
 from convlstm_cli.errors import InputError
 
 runner = CliRunner()

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from convlstm_cli.cli import app
+from convlstm_cli.data import probe as P
 from convlstm_cli.data import video as V
 from convlstm_cli.data.synthetic import decode_index, index_frames, write_index_video
 from convlstm_cli.errors import InputError, NoUsableVideoError, VideoError
@@ -80,7 +81,7 @@ def test_write_video_gray_round_trip_pads_odd_sizes(tmp_path):
     rng = np.random.default_rng(0)
     frames = np.repeat(np.repeat(rng.integers(0, 256, (6, 5, 7), dtype=np.uint8), 4, 1), 4, 2)[:, :19, :27]
     path = V.write_video(tmp_path / "odd.mp4", frames, fps=12.5)
-    info = V.probe_video(path)
+    info = P.probe_video(path)
     assert (info.frames, info.height, info.width, info.fps, info.codec) == (6, 20, 28, 12.5, "h264")
     decoded = V.read_frames(path, None, 1)[:, 0].astype(int)
     assert decoded.shape == (6, 20, 28)
@@ -123,7 +124,7 @@ def test_write_video_rejects_bad_shapes(tmp_path):
 def test_containers_and_codecs(tmp_path, name, codec, header_count):
     options = {"b": "4M"} if codec == "mpeg4" else None  # mpeg4 has no crf: a high bitrate instead
     path = V.write_video(tmp_path / name, index_frames(12, (32, 32)), codec=codec, crf=4, options=options)
-    info = V.probe_video(path)
+    info = P.probe_video(path)
     assert (info.frames, info.height, info.width) == (12, 32, 32)
     assert info.counted is not header_count  # counted by decoding only where the container has no count
     assert list(decode_index(V.read_frames(path, (16, 16), 1))) == list(range(12))
@@ -154,7 +155,7 @@ def test_variable_frame_rate(tmp_path):
             frame.pts, frame.time_base = int(pts), Fraction(1, 100)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
-    assert V.probe_video(path).frames == 15
+    assert P.probe_video(path).frames == 15
     assert list(decode_index(V.read_frames(path, None, 1))) == list(range(15))
 
 
@@ -196,7 +197,7 @@ def test_iter_frames_raises_video_error_when_it_cannot_open(tmp_path):
 
 def test_probe_skips_each_bad_file_with_its_reason(bad_dir):
     root, expected = bad_dir
-    result = V.probe_videos(root, min_frames=6)
+    result = P.probe_videos(root, min_frames=6)
     assert [Path(v.path).name for v in result.videos] == ["good.mp4"]
     assert result.videos[0].frames == 20
     reasons = {Path(s.path).name: s.reason for s in result.skipped}
@@ -209,10 +210,10 @@ def test_probe_skips_each_bad_file_with_its_reason(bad_dir):
 
 
 def test_probe_trusts_a_whole_index_and_rejects_a_cut_one(bad_dir):
-    info = V.probe_video(bad_dir[0] / "good.mp4")
+    info = P.probe_video(bad_dir[0] / "good.mp4")
     assert info.frames == 20 and not info.counted  # the index matched the packets: no decoding
     with pytest.raises(VideoError, match=r"truncated: the container lists 20 frames, the file holds \d+$"):
-        V.probe_video(bad_dir[0] / "cut_in_half.mp4")
+        P.probe_video(bad_dir[0] / "cut_in_half.mp4")
 
 
 def test_find_video_files_recurses_skips_hidden_and_survives_symlink_loops(tmp_path):
@@ -220,16 +221,16 @@ def test_find_video_files_recurses_skips_hidden_and_survives_symlink_loops(tmp_p
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "a" / "loop").symlink_to(tmp_path)
-    assert [p.relative_to(tmp_path).as_posix() for p in V.find_video_files(tmp_path)] == ["a/x.webm", "b/clip.MP4"]
+    assert [p.relative_to(tmp_path).as_posix() for p in P.find_video_files(tmp_path)] == ["a/x.webm", "b/clip.MP4"]
 
 
 def test_probe_single_file_and_missing_paths(bad_dir, tmp_path):
     root, _ = bad_dir
-    assert [v.frames for v in V.probe_videos(root / "good.mp4").videos] == [20]
+    assert [v.frames for v in P.probe_videos(root / "good.mp4").videos] == [20]
     with pytest.raises(InputError, match="no such file or directory"):
-        V.probe_videos(tmp_path / "missing")
+        P.probe_videos(tmp_path / "missing")
     with pytest.raises(NoUsableVideoError, match="no video files found"):
-        V.probe_videos(tmp_path)
+        P.probe_videos(tmp_path)
 
 
 def test_directory_without_usable_video_is_one_clear_error(bad_dir, tmp_path):
@@ -237,7 +238,7 @@ def test_directory_without_usable_video_is_one_clear_error(bad_dir, tmp_path):
     for name in ("zero.mp4", "notes.mp4", "sound.mp4"):
         (tmp_path / name).write_bytes((root / name).read_bytes())
     with pytest.raises(NoUsableVideoError) as err:
-        V.probe_videos(tmp_path)
+        P.probe_videos(tmp_path)
     message = str(err.value)
     assert "\n" not in message and str(tmp_path) in message and "3 files skipped" in message
     assert "empty file" in message
@@ -256,7 +257,7 @@ def test_probe_cli_prints_table_and_fails_cleanly(bad_dir, tmp_path):
 
 def test_importing_the_package_does_not_import_av():
     code = (
-        "import sys, convlstm_cli, convlstm_cli.data.video, convlstm_cli.data.streamer, "
+        "import sys, convlstm_cli, convlstm_cli.data.video, convlstm_cli.data.probe, convlstm_cli.data.streamer, "
         "convlstm_cli.data.synthetic, convlstm_cli.cli; print('av' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

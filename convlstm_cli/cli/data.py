@@ -38,7 +38,7 @@ def probe(
     min_frames: Annotated[int, typer.Option("--min-frames", help="Skip videos with fewer frames.")] = 1,
 ) -> None:
     """List the usable videos in a folder (frames, size, fps) and each skipped file with its reason."""
-    from convlstm_cli.data.video import probe_videos
+    from convlstm_cli.data.probe import probe_videos
 
     with known_errors():
         result = probe_videos(video_dir, min_frames=min_frames)

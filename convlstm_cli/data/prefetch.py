@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from convlstm_cli.data.cache import FrameCache
+from convlstm_cli.data.probe import Skipped
 from convlstm_cli.data.schedule import IDLE, Entry, Schedule
-from convlstm_cli.data.video import Skipped, iter_frames
+from convlstm_cli.data.video import iter_frames
 from convlstm_cli.errors import VideoError
 
 

@@ -50,8 +50,8 @@ import torch
 
 from convlstm_cli.data.cache import FrameCache
 from convlstm_cli.data.prefetch import Flight, Prefetcher, StreamSpec
+from convlstm_cli.data.probe import Skipped, VideoInfo, probe_video
 from convlstm_cli.data.schedule import IDLE, Schedule, shard, windows
-from convlstm_cli.data.video import Skipped, VideoInfo, probe_video
 from convlstm_cli.errors import ConfigError, InputError, NoUsableVideoError, VideoError
 
 STATE_FORMAT = "convlstm-cli/clip-streamer/1"

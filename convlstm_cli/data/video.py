@@ -1,4 +1,4 @@
-"""Video files through PyAV (FFmpeg): probe, decode + resize, write H.264.
+"""Video files through PyAV (FFmpeg): open, decode + resize, write H.264.
 
 Frames are uint8 arrays ``[C, H, W]`` (C = 1 gray or 3 RGB); resizing and colour conversion run
 inside FFmpeg (swscale) with ``threads=1``, because PyAV's threaded conversion is several times
@@ -11,6 +11,7 @@ Decode errors in the middle of a stream end the iteration where the stream broke
 far are kept and the error is reported through the ``on_error`` callback (by default a
 `VideoDecodeWarning`). Files that cannot be used at all raise `VideoError` with one line naming the
 file and the reason. `av` is imported inside the functions so that importing this module stays light.
+Finding and probing files (`VideoInfo`, `probe_videos`) is in `convlstm_cli.data.probe`.
 """
 
 from __future__ import annotations
@@ -19,18 +20,12 @@ import itertools
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from convlstm_cli.errors import InputError, NoUsableVideoError, VideoError
-
-VIDEO_EXTENSIONS: tuple[str, ...] = (
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
-)  # fmt: skip
-# GIF is left out on purpose: run directories hold prediction.gif files, which are not training data.
+from convlstm_cli.errors import VideoError
 
 # Demuxers FFmpeg uses for still images; a picture renamed to .avi opens as a one-frame "video".
 _IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe")
@@ -38,55 +33,6 @@ _IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "t
 
 class VideoDecodeWarning(UserWarning):
     """A video stream broke mid-way; the frames before the break were kept."""
-
-
-@dataclass
-class VideoInfo:
-    """What a probe learnt about one usable video.
-
-    Attributes:
-        path: The file.
-        frames: Number of decodable frames (before any temporal stride).
-        height, width: Native frame size.
-        fps: Average frame rate (0.0 when the container does not say).
-        codec: Decoder name, e.g. ``h264``.
-        counted: True when ``frames`` came from decoding, not from the container's header.
-    """
-
-    path: str
-    frames: int
-    height: int
-    width: int
-    fps: float
-    codec: str = ""
-    counted: bool = False
-
-    def strided_frames(self, stride: int = 1) -> int:
-        """Frames left after keeping every ``stride``-th one."""
-        return -(-self.frames // stride)
-
-
-@dataclass
-class Skipped:
-    """A file that is not used, and why (one line)."""
-
-    path: str
-    reason: str
-
-
-@dataclass
-class ProbeResult:
-    """Usable videos and the files skipped, each with its reason."""
-
-    videos: list[VideoInfo] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """A few lines for the terminal: counts, then one line per skipped file."""
-        frames = sum(v.frames for v in self.videos)
-        lines = [f"{len(self.videos)} usable videos ({frames} frames), {len(self.skipped)} skipped"]
-        lines += [f"  skipped {s.path}: {s.reason}" for s in self.skipped]
-        return "\n".join(lines)
 
 
 def _video_error(path, reason: str) -> VideoError:
@@ -132,143 +78,6 @@ def _open_video(path):
         container.close()
         raise
     return container, stream
-
-
-def _fps(stream) -> float:
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    return float(rate) if rate else 0.0
-
-
-def _count_packets(container, stream) -> tuple[int, int, bool]:
-    """Count the stream's packets without decoding; (frames, dropped by an edit list, damaged)."""
-    import av
-
-    count, dropped, damaged = 0, 0, False
-    try:
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue  # the demuxer's flush packet
-            if packet.is_discard:
-                dropped += 1  # listed in the index, but an edit list hides it from playback
-                continue
-            damaged |= packet.is_corrupt
-            count += 1
-    except av.FFmpegError:
-        damaged = True
-    return count, dropped, damaged
-
-
-def _count_decoded(path) -> tuple[int, str | None]:
-    """Count frames by decoding them (no conversion); (count, error message or None)."""
-    import av
-
-    container, stream = _open_video(path)
-    count = 0
-    try:
-        with container:
-            stream.thread_type = "AUTO"
-            for _ in container.decode(stream):
-                count += 1
-    except (av.FFmpegError, ValueError) as e:
-        return count, _ffmpeg_message(e)
-    return count, None
-
-
-def probe_video(path) -> VideoInfo:
-    """Look at one file: size, rate and an exact frame count.
-
-    The container's frame count is checked against its packets (demuxed, not decoded); when it is
-    missing or disagrees, the frames are counted by decoding. A file whose index lists more frames
-    than the file holds is truncated and rejected, as is one whose decoder fails.
-
-    Args:
-        path: A video file (any extension).
-
-    Returns:
-        The `VideoInfo`.
-
-    Raises:
-        VideoError: The file cannot be used; the message names it and gives the reason.
-    """
-    container, stream = _open_video(path)
-    with container:
-        cc = stream.codec_context
-        info = VideoInfo(str(path), 0, cc.height, cc.width, _fps(stream), cc.name)
-        header = stream.frames
-        packets, dropped, damaged = _count_packets(container, stream)
-    if header > 0 and packets + dropped < header:
-        raise _video_error(path, f"truncated: the container lists {header} frames, the file holds {packets + dropped}")
-    if header > 0 and packets == header and not damaged:
-        info.frames = header
-        return info
-    frames, error = _count_decoded(path)
-    if error is not None:
-        raise _video_error(path, f"damaged: decoding failed after {frames} frames ({error})")
-    if frames == 0:
-        raise _video_error(path, "no decodable frames")
-    info.frames, info.counted = frames, True
-    return info
-
-
-def find_video_files(root) -> list[Path]:
-    """Files under ``root`` (recursive) with a video extension, sorted; hidden names are left out."""
-    root = Path(root)
-    found, seen = [], set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        st = os.stat(dirpath)
-        if (st.st_dev, st.st_ino) in seen:  # a symlink loop: this folder was walked already
-            dirnames[:] = []
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith(".") and Path(name).suffix.lower() in VIDEO_EXTENSIONS:
-                found.append(Path(dirpath) / name)
-    return sorted(found)
-
-
-def probe_videos(root, min_frames: int = 1, workers: int = 2) -> ProbeResult:
-    """Probe a directory (recursively) or a single file.
-
-    Args:
-        root: Directory to search for files with a `VIDEO_EXTENSIONS` extension, or one video file.
-        min_frames: Videos with fewer frames are skipped as too short.
-        workers: Files probed in parallel (PyAV releases the GIL while it demuxes and decodes).
-
-    Returns:
-        The usable videos (sorted by path) and the skipped files with their reasons.
-
-    Raises:
-        InputError: ``root`` does not exist.
-        NoUsableVideoError: Nothing usable was found; the message counts what was skipped and why.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    root = Path(root)
-    if not root.exists():
-        raise InputError(f"{root}: no such file or directory")
-    paths = [root] if root.is_file() else find_video_files(root)
-    if not paths:
-        raise NoUsableVideoError(f"{root}: no video files found (looked for {', '.join(VIDEO_EXTENSIONS)})")
-
-    def probe(p: Path) -> VideoInfo | Skipped:
-        try:
-            info = probe_video(p)
-        except VideoError as e:
-            return Skipped(str(p), getattr(e, "reason", str(e)))
-        if info.frames < min_frames:
-            return Skipped(str(p), f"too short: {info.frames} frames, need at least {min_frames}")
-        return info
-
-    with ThreadPoolExecutor(max(1, min(workers, len(paths)))) as pool:
-        outcomes = list(pool.map(probe, paths))
-    result = ProbeResult(
-        [o for o in outcomes if isinstance(o, VideoInfo)], [o for o in outcomes if isinstance(o, Skipped)]
-    )
-    if not result.videos:
-        reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in result.skipped[:3])
-        raise NoUsableVideoError(f"{root}: no usable video ({len(result.skipped)} files skipped; {reasons})")
-    return result
 
 
 def _warn(message: str) -> None:
