@@ -151,4 +151,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"{p}: model weights do not match its config ({str(e).splitlines()[0]})") from None
     model.to(device).eval()
+    if cfg.train.channels_last:  # run in the layout it was trained in (fp32 on a CPU: ~25 % faster)
+        model.to(memory_format=torch.channels_last)
     return LoadedModel(model, cfg, p, int(payload.get("step", 0)))

@@ -203,6 +203,8 @@ def predict_clip(
             raise InputError(f"{name} must be at least 1, got {v}")
     t0 = time.perf_counter()
     dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every full chunk has the same shape: pick kernels once
     loaded = resolve_model(checkpoint, dev)
     source = open_clip(clip, loaded.config, max_frames)
     needed = context or 2

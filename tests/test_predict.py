@@ -296,3 +296,18 @@ def test_readme_streaming_api(run_dir, clip):
     with torch.inference_mode():
         want, _ = loaded.model.predict_each_step(whole[None], None, 2)
     torch.testing.assert_close(torch.cat([c.pred for c in chunks]), want[0], atol=1e-5, rtol=1e-5)
+
+
+def test_model_loads_in_the_layout_it_was_trained_in(run_dir, tmp_path):
+    cl = checkpoint.load_model(run_dir)
+    assert cl.config.train.channels_last
+    w = cl.model.encoder[0].conv_h.weight
+    assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+    payload = checkpoint.load(checkpoint.find(run_dir))
+    payload["config"]["train"]["channels_last"] = False
+    checkpoint.save(tmp_path / "checkpoints" / "last.pt", payload)
+    plain = checkpoint.load_model(tmp_path)
+    assert plain.model.encoder[0].conv_h.weight.is_contiguous()
+    x = torch.rand(2, 4, 1, SIZE, SIZE)
+    with torch.inference_mode():
+        torch.testing.assert_close(cl.model(x)[0], plain.model(x)[0], atol=1e-5, rtol=1e-5)
