@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+# The probe cache normally lives in ~/.cache: the suite (and the commands it starts) use a fresh one.
+os.environ["CONVLSTM_CACHE_DIR"] = tempfile.mkdtemp(prefix="convlstm-test-cache-")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from fractions import Fraction
@@ -13,6 +15,7 @@ from typer.testing import CliRunner
 
 from convlstm_cli.cli import app
 from convlstm_cli.data import probe as P
+from convlstm_cli.data import probecache
 from convlstm_cli.data import video as V
 from convlstm_cli.data.synthetic import decode_index, index_frames, write_index_video
 from convlstm_cli.errors import InputError, NoUsableVideoError, VideoError
@@ -262,3 +265,35 @@ def test_importing_the_package_does_not_import_av():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_probe_outcomes_are_remembered_until_the_file_changes(bad_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("CONVLSTM_CACHE_DIR", str(tmp_path / "cache"))
+    root, _ = bad_dir
+    work = tmp_path / "videos"
+    work.mkdir()
+    for name in ("good.mp4", "notes.mp4", "cut_in_half.mp4"):
+        (work / name).write_bytes((root / name).read_bytes())
+    first = P.probe_videos(work)
+    assert (tmp_path / "cache" / "probe-v1.json").is_file()
+    calls, real = [], P.probe_video
+    monkeypatch.setattr(P, "probe_video", lambda p: calls.append(Path(p).name) or real(p))
+    assert P.probe_videos(work) == first and calls == []  # usable and unusable files both remembered
+    st = (work / "good.mp4").stat()
+    os.utime(work / "good.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: probe again
+    assert P.probe_videos(work) == first and calls == ["good.mp4"]
+    (work / "notes.mp4").write_bytes((root / "good.mp4").read_bytes())  # replaced by a good video
+    again = P.probe_videos(work)
+    assert sorted(Path(v.path).name for v in again.videos) == ["good.mp4", "notes.mp4"]
+
+
+def test_probe_cache_can_be_off_and_survives_a_corrupt_file(bad_dir, tmp_path, monkeypatch):
+    good = bad_dir[0] / "good.mp4"
+    monkeypatch.setenv("CONVLSTM_CACHE_DIR", "off")
+    assert probecache.cache_file() is None and probecache.ProbeCache().file is None
+    assert P.probe_videos(good).videos[0].frames == 20
+    monkeypatch.setenv("CONVLSTM_CACHE_DIR", str(tmp_path))
+    (tmp_path / "probe-v1.json").write_text("{not json")
+    assert P.probe_videos(good).videos[0].frames == 20
+    assert list(json.loads((tmp_path / "probe-v1.json").read_text()).values())[0]["info"]["frames"] == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probe-v1.json"]  # no temporary left behind

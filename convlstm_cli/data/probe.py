@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from convlstm_cli.data.probecache import ProbeCache
 from convlstm_cli.data.video import _ffmpeg_message, _open_video, _video_error
 from convlstm_cli.errors import InputError, NoUsableVideoError, VideoError
 
@@ -169,6 +170,7 @@ def probe_videos(root, min_frames: int = 1, workers: int = 2) -> ProbeResult:
     Args:
         root: Directory to search for files with a `VIDEO_EXTENSIONS` extension, or one video file.
         min_frames: Videos with fewer frames are skipped as too short.
+            Outcomes are remembered per file (`probecache`): an unchanged file is not probed again.
         workers: Files probed in parallel (PyAV releases the GIL while it demuxes and decodes).
 
     Returns:
@@ -187,17 +189,29 @@ def probe_videos(root, min_frames: int = 1, workers: int = 2) -> ProbeResult:
     if not paths:
         raise NoUsableVideoError(f"{root}: no video files found (looked for {', '.join(VIDEO_EXTENSIONS)})")
 
+    cache = ProbeCache()
+
     def probe(p: Path) -> VideoInfo | Skipped:
-        try:
-            info = probe_video(p)
-        except VideoError as e:
-            return Skipped(str(p), getattr(e, "reason", str(e)))
+        seen = cache.get(p)
+        if seen is not None and "error" in seen:
+            return Skipped(str(p), seen["error"])
+        if seen is not None:
+            info = VideoInfo(**{**seen["info"], "path": str(p)})
+        else:
+            try:
+                info = probe_video(p)
+            except VideoError as e:
+                reason = getattr(e, "reason", str(e))
+                cache.put(p, error=reason)
+                return Skipped(str(p), reason)
+            cache.put(p, info)
         if info.frames < min_frames:
             return Skipped(str(p), f"too short: {info.frames} frames, need at least {min_frames}")
         return info
 
     with ThreadPoolExecutor(max(1, min(workers, len(paths)))) as pool:
         outcomes = list(pool.map(probe, paths))
+    cache.save()
     result = ProbeResult(
         [o for o in outcomes if isinstance(o, VideoInfo)], [o for o in outcomes if isinstance(o, Skipped)]
     )
