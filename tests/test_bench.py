@@ -158,3 +158,16 @@ def test_bench_rejects_bad_options():
     if not torch.cuda.is_available():
         result = CliRunner().invoke(app, ["bench", "--device", "cuda"])
         assert result.exit_code == 2 and "no CUDA device" in result.output
+
+
+def test_fp32_rungs_run_in_ieee_float32():
+    # PyTorch lets cuDNN use TF32 by default; an "fp32" reference must not (nor leak the change).
+    from convlstm_cli.bench.setups import fp32_math
+
+    before = torch.backends.cudnn.allow_tf32
+    with fp32_math("fp32"):
+        assert torch.backends.cudnn.allow_tf32 is False
+    with pytest.raises(RuntimeError), fp32_math("bf16"):
+        assert torch.backends.cudnn.allow_tf32 is True
+        raise RuntimeError("a failing rung")
+    assert torch.backends.cudnn.allow_tf32 == before

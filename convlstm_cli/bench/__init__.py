@@ -26,7 +26,7 @@ import torch
 from convlstm_cli.bench.cases import ModelCase, Rung, default_case, ladder, openstl_case
 from convlstm_cli.bench.flops import count_flops, valid_tap_fraction
 from convlstm_cli.bench.machine import machine_facts, peaks
-from convlstm_cli.bench.setups import infer_setup, train_setup
+from convlstm_cli.bench.setups import fp32_math, infer_setup, train_setup
 from convlstm_cli.bench.timing import measure
 from convlstm_cli.device import bf16_supported, resolve_device
 
@@ -52,7 +52,8 @@ def _run_rung(case, rung: Rung, device, train: bool, warmup: int, repeats: int) 
     setup = train_setup(case, rung, device) if train else infer_setup(case, rung, device)
     extra = 1 if (rung.compile or rung.graphs) else 0  # a compiled model may recompile once (strides)
     try:
-        timing = measure(setup, device, warmup + extra, repeats)
+        with fp32_math(rung.precision):
+            timing = measure(setup, device, warmup + extra, repeats)
     except Exception as e:  # noqa: BLE001 - compile and graphs are reported "where they work"
         if not (rung.compile or rung.graphs):
             raise
@@ -139,12 +140,12 @@ def run_bench(device: str = "auto", quick: bool = False, threads: int | None = N
     log("matmul peaks")
     report["peaks"] = peaks(dev, quick)
     head_peak = report["peaks"]["bf16" if bf16 else "fp32"]["tflops"]
-    cudnn_benchmark, cudnn_tf32 = torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32
+    cudnn_benchmark = torch.backends.cudnn.benchmark
     try:
         train = {c.name: run_ladder(c, rungs, dev, report["peaks"], True, warmup, repeats, log) for c in cases}
         infer = {c.name: run_ladder(c, rungs, dev, report["peaks"], False, warmup, repeats, log) for c in cases}
     finally:
-        torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = cudnn_benchmark, cudnn_tf32
+        torch.backends.cudnn.benchmark = cudnn_benchmark
     main = train["openstl-s"]
     stack = cases[0].build()
     side = cases[0].size // stack.patch

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from convlstm_cli.bench.cases import ModelCase
+from convlstm_cli.bench.setups import fp32_math
 from convlstm_cli.device import autocast
 
 
@@ -70,14 +71,10 @@ def accuracy_bench(case: ModelCase, device: torch.device, steps: int, bf16: bool
     val_x = _clips(16, frames, case.size, seed=1)
     c = case.context
     baseline = F.mse_loss(val_x[:, c - 1 : c].expand(-1, case.horizon, -1, -1, -1), val_x[:, c:]).item()
-    tf32 = torch.backends.cudnn.allow_tf32
     runs = {}
-    try:
-        for p in ("fp32", "bf16"):
-            torch.backends.cudnn.allow_tf32 = p != "fp32"  # fp32 means IEEE float32 (see setups.build)
+    for p in ("fp32", "bf16"):
+        with fp32_math(p):
             runs[p] = _train_and_eval(case, p, device, train_x, val_x, steps, case.batch)
-    finally:
-        torch.backends.cudnn.allow_tf32 = tf32
     return {
         "steps": steps,
         "batch": case.batch,

@@ -15,6 +15,7 @@ must not keep casts from capture time), and AdamW is `capturable` so its step co
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,6 @@ def build(case: ModelCase, rung: Rung, device: torch.device, train: bool) -> tup
     if device.type == "cuda":
         # Shapes are fixed: let cuDNN time its algorithms once (the naive reference keeps the default).
         torch.backends.cudnn.benchmark = not rung.naive
-        torch.backends.cudnn.allow_tf32 = rung.precision != "fp32"
     model = case.build().to(device)
     if rung.naive:
         model = to_reference(model)
@@ -41,6 +41,17 @@ def build(case: ModelCase, rung: Rung, device: torch.device, train: bool) -> tup
     model.train(train)
     net = torch.compile(model) if rung.compile else model
     return model, net
+
+
+@contextmanager
+def fp32_math(precision: str):
+    """cuDNN's TF32 off while fp32 work runs (IEEE float32), on for the rest (PyTorch's default)."""
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = precision != "fp32"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
 
 
 def amp(device: torch.device, rung: Rung, graphs: bool = False):
