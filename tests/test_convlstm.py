@@ -248,3 +248,17 @@ def test_bad_construction_and_input_free_call():
         ConvLSTM(1, 2, kernel_size=4)
     with pytest.raises(ValueError, match="needs both a state and a number of steps"):
         ConvLSTM(0, 2)(None)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_zero_state_is_laid_out_like_a_returned_state(channels_last):
+    layer = ConvLSTM(3, 6, 3)
+    x = torch.randn(2, 3, 3, 8, 8)
+    if channels_last:
+        layer = layer.to(memory_format=torch.channels_last)
+    h0, c0 = layer.zero_state(x, 8, 8)
+    with torch.no_grad():
+        _, (h1, c1) = layer(x, (h0, c0))
+    assert h0.data_ptr() != c0.data_ptr() and not h0.any() and not c0.any()
+    assert (h0.stride(), c0.stride()) == (h1.stride(), c1.stride())
+    assert h0.is_contiguous(memory_format=torch.channels_last) == channels_last

@@ -74,11 +74,19 @@ class ConvLSTM(nn.Module):
             bias[hidden_channels : 2 * hidden_channels].fill_(forget_bias)
 
     def zero_state(self, x: Tensor, height: int, width: int) -> State:
-        """Zeros (float32, or float64 for a float64 model) for (h, c) on x's device, batch size x.shape[0]."""
+        """Zeros (float32, or float64 for a float64 model) for (h, c) on x's device, batch size x.shape[0].
+
+        They have the memory layout the cell returns (channels_last for a channels_last layer) and h, c
+        are distinct tensors, so a compiled model sees the same strides and aliasing on the first
+        chunk as on every later one, and compiles once.
+        """
         shape = (x.shape[0], self.hidden_channels, height, width)
         # float32 under autocast (bf16 convs, fp32 weights); float64 for a .double() model.
         dtype = torch.promote_types(self.conv_h.weight.dtype, torch.float32)
+        w = self.conv_h.weight
+        cl = w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
         z = torch.zeros(shape, device=x.device, dtype=dtype)
+        z = z.contiguous(memory_format=torch.channels_last) if cl else z
         return z, z.clone()
 
     def input_gates(self, x: Tensor) -> Tensor:

@@ -156,14 +156,8 @@ class EncoderForecaster(nn.Module):
         b, _, _, h, w = frames.shape
         shapes = self.state_shapes(b, h, w)
         if state is None or not state.initialized:
-            dtype = torch.promote_types(self.head.weight.dtype, torch.float32)  # float64 model: float64
-            # Zeros in the layout the cells will return (channels_last for a channels_last model), so a
-            # compiled model sees the same strides on the first chunk as on every later one.
-            w = self.encoder[0].conv_h.weight
-            fmt = torch.channels_last if not w.is_contiguous() and w.is_contiguous(
-                memory_format=torch.channels_last) else torch.contiguous_format
-            zeros = [frames.new_zeros(s, dtype=dtype).to(memory_format=fmt) for s in shapes]
-            return StreamState([(z, z.clone()) for z in zeros])  # h and c distinct, as the cells return
+            # Each level's zeros come from its cell: dtype and memory layout as the cell returns them.
+            return StreamState([cell.zero_state(frames, hl, wl) for cell, (_, _, hl, wl) in zip(self.encoder, shapes)])
         state.check(shapes)
         return state
 
