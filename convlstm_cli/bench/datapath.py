@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from convlstm_cli.config import DataConfig
+
 
 def synthetic_clip(frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
     """uint8 [T, H, W]: a panning textured gradient with two moving squares and sensor noise (gray).
@@ -105,16 +107,17 @@ def data_bench(quick: bool, batch: int, context: int, horizon: int, size: int,
             "decode_small": {"source": "320x240 H.264", **decode_rate(small[0], (size, size), repeats)},
         }
         batches = 5 if quick else 40
-        # The training default (2 decoding threads), and as many as the gpu sample config uses where
-        # the machine has the cores for them; then the same streamer reading the frame cache.
-        workers = sorted({2, max(2, min(8, os.cpu_count() or 2))})
+        # The training default (data.workers decoding threads), and as many as the gpu sample config
+        # uses where the machine has the cores for them; then the same streamer reading the frame cache.
+        base = DataConfig().workers
+        workers = sorted({base, max(base, min(8, os.cpu_count() or base))})
         rates = {w: streamer_rate(small, batch, context, horizon, size, batches, workers=w) for w in workers}
         cached = streamer_rate(small, batch, context, horizon, size, batches * 4, workers=workers[-1],
                                cache_dir=str(tmp / "cache"))
     out["resize_to"] = [size, size]
-    rate = rates[2]
+    rate = rates[base]
     sizes = {"batch": batch, "context": context, "horizon": horizon, "videos": n_videos}
-    out["streamer"] = {"batches_per_s": rate, "frames_per_s": rate * batch * context, "workers": 2, **sizes}
+    out["streamer"] = {"batches_per_s": rate, "frames_per_s": rate * batch * context, "workers": base, **sizes}
     out["streamer_by_workers"] = {str(w): r for w, r in rates.items()}
     out["streamer_cached"] = {"batches_per_s": cached, "frames_per_s": cached * batch * context,
                               "workers": workers[-1], **sizes}

@@ -71,7 +71,7 @@ def data_table(d: dict) -> Table:
                   f"{cached['batches_per_s']:.1f} batches/s")
     if d.get("train_steps_per_s"):
         t.add_row("default model training consumes", f"{d['train_steps_per_s']:.1f} batches/s")
-        t.add_row("streamer ÷ training (decoding, 2 threads)", f"{d['streamer_vs_train']:.1f}×")
+        t.add_row(f"streamer ÷ training (decoding, {st['workers']} threads)", f"{d['streamer_vs_train']:.1f}×")
         if cached:
             t.add_row("streamer ÷ training (frame cache)", f"{d['streamer_cached_vs_train']:.1f}×")
     return t
