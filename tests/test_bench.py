@@ -51,7 +51,11 @@ def test_quick_report_has_the_design_keys(quick_report):
     m = report["machine"]
     assert m["torch"] == torch.__version__ and m["threads"] == 1 and isinstance(m["bf16_supported"], bool)
     assert report["settings"]["quick"] is True and report["settings"]["device"] == "cpu"
-    assert report["peaks"]["fp32"]["tflops"] > 0
+    for dtype, peak in report["peaks"].items():
+        # The peak is the faster of the two dense products timed, and says which one it was.
+        rates = {"matmul": peak["matmul"]["tflops"], "conv3x3": peak["conv3x3_tflops"]}
+        assert min(rates.values()) > 0, dtype
+        assert peak["op"] == max(rates, key=rates.get) and peak["tflops"] == rates[peak["op"]], dtype
     assert "Headline" in output and "wrote" in output
     numbers = dict(finite_numbers(report))
     assert len(numbers) > 100
@@ -83,6 +87,8 @@ def test_ladder_rows_are_consistent(quick_report):
     assert train["speedup_vs_naive"] == train["models"]["openstl-s"]["speedup_vs_naive"]
     peak = report["peaks"]["bf16" if bf16 else "fp32"]["tflops"]
     assert train["mfu"] == pytest.approx(train["models"]["openstl-s"]["best_tflops"] / peak)
+    naive = train["models"]["openstl-s"]["rungs"][0]
+    assert train["speedup_ceiling"] == pytest.approx(peak / naive["tflops"])
 
 
 def test_stream_data_and_accuracy_sections(quick_report):

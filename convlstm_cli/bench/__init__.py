@@ -1,7 +1,8 @@
 """`convlstm bench`: speed, memory and stateful-vs-stateless figures of this machine, in one run.
 
 Sections of the report (all in one JSON document, see `run_bench`):
-- ``machine``, ``peaks``: facts, and the fp32/bf16 matmul peaks measured in the same run;
+- ``machine``, ``peaks``: facts, and the fp32/bf16 dense peaks (matmul or convolution, the faster)
+  measured in the same run;
 - ``train``, ``inference``: the ladder of execution paths (`cases.ladder`) for the default model and
   an OpenSTL ConvLSTM-S sized one: time per step, frames/s, FLOP/s, MFU, peak memory, speed-up over
   the naive fp32 reference;
@@ -11,7 +12,8 @@ Sections of the report (all in one JSON document, see `run_bench`):
 
 Headline keys (DESIGN.md): ``train.speedup_vs_naive`` and ``train.mfu`` (OpenSTL-S model, fastest
 rung; MFU against the bf16 peak where bf16 is supported), ``stream.flatness``, ``stream.window``,
-``stream.speedup_vs_window``.
+``stream.speedup_vs_window``. ``train.speedup_ceiling`` is the speed-up a step would have if it ran
+at that peak: the naive reference's FLOP rate sets how much room there is.
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ def run_bench(device: str = "auto", quick: bool = False, threads: int | None = N
                      "models": {c.name: c.settings() for c in cases}},
         "machine": machine_facts(dev),
     }
-    log("matmul peaks")
+    log("dense peaks (matmul, convolution)")
     report["peaks"] = peaks(dev, quick)
     head_peak = report["peaks"]["bf16" if bf16 else "fp32"]["tflops"]
     cudnn_benchmark = torch.backends.cudnn.benchmark
@@ -147,6 +149,7 @@ def run_bench(device: str = "auto", quick: bool = False, threads: int | None = N
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark
     main = train["openstl-s"]
+    naive_tflops = next((r.get("tflops") for r in main["rungs"] if r["naive"]), None)
     stack = cases[0].build()
     side = cases[0].size // stack.patch
     report["train"] = {
@@ -154,6 +157,7 @@ def run_bench(device: str = "auto", quick: bool = False, threads: int | None = N
         "speedup_vs_naive": main["speedup_vs_naive"],
         "mfu": main["best_tflops"] / head_peak if main["best_tflops"] else None,
         "mfu_peak": "bf16" if bf16 else "fp32",
+        "speedup_ceiling": head_peak / naive_tflops if naive_tflops else None,
         "best_rung": main["best_rung"],
         "valid_tap_fraction": valid_tap_fraction(stack.kernel_size, side, side),
         "models": train,

@@ -6,7 +6,7 @@ shapes with hooks on every `Conv2d` / `ConvTranspose2d` and adds up what they co
 the down/up-sampling and the head are counted too. Pointwise gate math is left out (< 1 %).
 
 'Same' padding is counted as computed (the usual convention for MFU): a 5×5 kernel at 16×16 has
-14 % of its taps in the zero border, which oneDNN skips, so MFU against a matmul peak can exceed 1
+14 % of its taps in the zero border, which oneDNN skips, so MFU against a dense peak can exceed 1
 there; `valid_tap_fraction` gives the share of taps that touch real pixels.
 """
 

@@ -81,9 +81,9 @@ def render(report: dict, console: Console | None = None) -> None:
     """Print the report's tables and headline figures."""
     console = console or Console()
     m, p = report["machine"], report["peaks"]
-    peak = ", ".join(f"{k} {v['tflops'] * 1e3:.0f} GFLOP/s" for k, v in p.items())
+    peak = ", ".join(f"{k} {v['tflops'] * 1e3:.0f} GFLOP/s ({v['op']})" for k, v in p.items())
     console.print(f"[bold]convlstm bench[/bold] — {m['device_name']} ({m['device']}), torch {m['torch']}, "
-                  f"{m['threads']} threads, bf16 {'yes' if m['bf16_supported'] else 'no'}; matmul peak: {peak}")
+                  f"{m['threads']} threads, bf16 {'yes' if m['bf16_supported'] else 'no'}; dense peak: {peak}")
     for key, train in (("train", True), ("inference", False)):
         for name, section in report[key]["models"].items():
             b = section["batch"] if train else section["infer_batch"]
@@ -101,7 +101,8 @@ def render(report: dict, console: Console | None = None) -> None:
     tr, s = report["train"], report["stream"]
     console.print(
         f"[bold]Headline[/bold]: openstl-s training {_num(tr['speedup_vs_naive'])}× naive fp32 "
-        f"({tr['best_rung']}), MFU {_num(tr['mfu'])} of the {tr['mfu_peak']} matmul peak; "
+        f"({tr['best_rung']}; at most {_num(tr['speedup_ceiling'])}× at the {tr['mfu_peak']} peak), "
+        f"MFU {_num(tr['mfu'])} of the {tr['mfu_peak']} peak; "
         f"stream flatness {_num(s['flatness'])}, {_num(s['speedup_vs_window'])}× faster than a "
         f"W={s['window']} sliding window"
     )

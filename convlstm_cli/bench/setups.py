@@ -7,7 +7,7 @@ frames from `context` frames for a batch of sequences, from a zero state.
 On CUDA every rung but the naive one runs with `cudnn.benchmark` (fixed shapes: cuDNN picks its
 fastest algorithm once), and the fp32 rungs compute in true float32: PyTorch lets cuDNN convolutions
 use TF32 by default (a 10-bit mantissa), which would make the "fp32" reference a reduced-precision
-run and its MFU exceed the fp32 matmul peak measured beside it. CUDA graphs capture the whole step (forward, backward and the optimizer) once and replay it: inputs,
+run and its MFU exceed the fp32 peak measured beside it. CUDA graphs capture the whole step (forward, backward and the optimizer) once and replay it: inputs,
 targets and the carried state live in static tensors, autocast runs with its cast cache off (a graph
 must not keep casts from capture time), and AdamW is `capturable` so its step count stays on the GPU.
 """
