@@ -96,8 +96,13 @@ def test_stream_data_and_accuracy_sections(quick_report):
     s = report["stream"]
     short, long = s["lengths"]
     assert s["flatness"] == pytest.approx(s["per_frame_ms"][str(long)] / s["per_frame_ms"][str(short)])
-    for r in s["windows"].values():
-        assert r["speedup_vs_window"] == pytest.approx(r["per_prediction_ms"] / s["per_frame_ms"][str(long)])
+    assert s["path"] == "eager" and set(s["paths"]) == {"eager"}  # --quick compiles nothing
+    stacked = s["models"]["openstl-s"]
+    assert stacked["lengths"] == [short] and "flatness" not in stacked
+    for model, last in ((s, long), (stacked, short)):
+        assert set(model["windows"]) == {"10", "20"}
+        for r in model["windows"].values():
+            assert r["speedup_vs_window"] == pytest.approx(r["per_prediction_ms"] / model["per_frame_ms"][str(last)])
     d = report["data"]
     assert d["decode_720p"]["frames"] == 8 and d["decode_small"]["frames"] == 40
     assert d["streamer"]["batches_per_s"] > 0
@@ -158,6 +163,23 @@ def test_stacked_model_equals_its_naive_twin():
     assert (model(x, horizon=3)[:, 1:] - pred[:, 1:]).abs().max() > 1e-6
 
 
+def test_stacked_model_streams_with_a_carried_state():
+    # Frame by frame with the states carried gives the one-step prediction of a pass over the whole
+    # clip so far (what the stream bench's stateless window recomputes), and leaves the caller's
+    # states as they were.
+    torch.manual_seed(0)
+    model = StackedConvLSTM(hidden_channels=(5, 4), kernel_size=3, patch=2).double()
+    x = torch.rand(2, 6, 1, 8, 8, dtype=torch.float64)
+    states = None
+    for t in range(6):
+        before = list(states) if states is not None else None
+        pred, new = model.observe(x[:, t : t + 1], states)
+        torch.testing.assert_close(pred, model(x[:, : t + 1], horizon=1)[:, 0], atol=1e-12, rtol=0)
+        if before is not None:
+            assert all(a is b for a, b in zip(states, before)) and new is not states
+        states = new
+
+
 def test_bench_rejects_bad_options():
     result = CliRunner().invoke(app, ["bench", "--threads", "0"])
     assert result.exit_code == 2 and "error: --threads 0" in result.output
@@ -177,3 +199,33 @@ def test_fp32_rungs_run_in_ieee_float32():
         assert torch.backends.cudnn.allow_tf32 is True
         raise RuntimeError("a failing rung")
     assert torch.backends.cudnn.allow_tf32 == before
+
+
+def test_stream_bench_compiled_path_matches_eager():
+    # The compiled path predicts what the eager one does, and the headline is the faster path's
+    # figures; both sides of every ratio come from one path.
+    from convlstm_cli.bench.cases import ModelCase
+    from convlstm_cli.bench.stream import runner, stream_bench
+    from convlstm_cli.model.forecaster import EncoderForecaster
+
+    def build():
+        return EncoderForecaster(hidden_channels=(4, 8), stem_channels=4, horizon=1)
+
+    torch.manual_seed(0)
+    model = build().eval()
+    x = torch.rand(1, 3, 1, 16, 16)
+    with torch.inference_mode():
+        eager, compiled = runner(model, 1, compiled=False), runner(model, 1, compiled=True)
+        torch.testing.assert_close(compiled.window(x), eager.window(x), atol=1e-5, rtol=0)
+        state = eager.step(x[:, :1], None)
+        torch.testing.assert_close(compiled.step(x[:, 1:2], state)[0][1], eager.step(x[:, 1:2], state)[0][1],
+                                   atol=1e-5, rtol=0)
+    torch._dynamo.reset()
+    case = ModelCase("tiny", build, 1, 1, 3, 1, 16)
+    report = stream_bench(case, torch.device("cpu"), "fp32", channels_last=False, lengths=(3, 6), windows=(2,),
+                          predictions=2, compile=True)
+    assert set(report["paths"]) == {"eager", "compiled"} and "error" not in report["paths"]["compiled"]
+    best = report["paths"][report["path"]]
+    assert report["per_frame_ms"] == best["per_frame_ms"] and report["speedup_vs_window"] == best["speedup_vs_window"]
+    assert report["per_frame_ms"]["6"] == min(p["per_frame_ms"]["6"] for p in report["paths"].values())
+    assert "encode_per_frame_ms" in report["paths"]["eager"]  # the encoder-only split is measured eagerly

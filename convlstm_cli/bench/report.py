@@ -40,18 +40,24 @@ def ladder_table(title: str, section: dict, train: bool) -> Table:
 
 
 def stream_table(s: dict) -> Table:
-    t = Table(title=f"Streaming ({s['model']} model, batch 1, {s['precision']}, horizon {s['horizon']})",
-              title_justify="left")
-    t.add_column("case", no_wrap=True)
-    t.add_column("ms/pred", justify="right")
-    t.add_column("pred/s", justify="right")
-    t.add_column("streaming ×", justify="right")
-    t.add_column("encoder ×", justify="right")
-    for n, ms in s["per_frame_ms"].items():
-        t.add_row(f"carried state, {n} frames", _num(ms), _num(1e3 / ms, ".0f"), "", "")
-    for w, r in s["windows"].items():
-        t.add_row(f"window W={w}, stateless", _num(r["per_prediction_ms"]), _num(r["predictions_per_s"], ".0f"),
-                  _num(r["speedup_vs_window"]) + "×", _num(r["encode_speedup_vs_window"]) + "×")
+    t = Table(title=f"Streaming: carried state against a stateless sliding window (batch 1, {s['precision']}, "
+                    f"horizon {s['horizon']}; × = window ÷ streaming)", title_justify="left")
+    for col in ("model", "path", "case"):
+        t.add_column(col, no_wrap=True)
+    for col in ("ms/pred", "pred/s", "streaming ×", "encoder ×"):
+        t.add_column(col, justify="right")
+    for model in (s, *s.get("models", {}).values()):
+        for path, p in model["paths"].items():
+            name = model["model"], path + (" *" if path == model["path"] else "")
+            if "error" in p:
+                t.add_row(*name, f"[red]failed: {p['error'][:60]}[/red]", "", "", "", "")
+                continue
+            for n, ms in p["per_frame_ms"].items():
+                t.add_row(*name, f"carried state, {n} frames", _num(ms), _num(1e3 / ms, ".0f"), "", "")
+            for w, r in p["windows"].items():
+                t.add_row(*name, f"window W={w}", _num(r["per_prediction_ms"]), _num(r["predictions_per_s"], ".0f"),
+                          _num(r["speedup_vs_window"]) + "×", _num(r.get("encode_speedup_vs_window"), none="") +
+                          ("×" if "encode_speedup_vs_window" in r else ""))
     return t
 
 
@@ -104,7 +110,7 @@ def render(report: dict, console: Console | None = None) -> None:
         f"({tr['best_rung']}; at most {_num(tr['speedup_ceiling'])}× at the {tr['mfu_peak']} peak), "
         f"MFU {_num(tr['mfu'])} of the {tr['mfu_peak']} peak; "
         f"stream flatness {_num(s['flatness'])}, {_num(s['speedup_vs_window'])}× faster than a "
-        f"W={s['window']} sliding window"
+        f"W={s['window']} sliding window ({s['model']} model, {s['path']})"
     )
 
 

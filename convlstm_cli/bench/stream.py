@@ -1,28 +1,74 @@
 """Streaming inference with a carried state against stateless sliding-window inference.
 
-Streaming: one clip, one frame per call. Each call folds the new frame into the encoder state carried
-from the previous call and forecasts `horizon` frames from it, so a frame costs the same at frame 10
-and at frame 1,000 (`flatness` = median per-frame time over the long clip ÷ over the short one, ~1).
+Streaming: one clip, one frame per call. Each call folds the new frame into the state carried from
+the previous call and predicts from it, so a frame costs the same at frame 10 and at frame 1,000
+(`flatness` = median per-frame time over the long clip ÷ over the short one, ~1).
 
 Sliding window: the usual stateless alternative re-feeds the last W frames from a zero state for every
-prediction, so each prediction costs W encoder steps plus the same forecast. The speed-up of
-streaming is therefore (W·E + F) / (E + F), E an encoder step and F the forecast, which approaches W
-only when the forecast is cheap next to an encoder step; the encoder-only ratio (state update versus
-re-encoding the window) is reported beside it.
+prediction, so each prediction costs W recurrent steps plus the prediction itself. The speed-up of
+streaming is therefore (W·E + F) / (E + F), E a recurrent step and F what it takes to predict from
+the state, which approaches W only when F is small next to E. Two models show both ends:
 
-Every call is synchronised, so these are latencies (one stream, batch 1), not throughput.
+- ``default``, the encoder-forecaster `convlstm train` makes: its forecaster mirrors the encoder, so F
+  (a one-step forecast through every level and the up-sampling head) costs about an encoder step and
+  the ratio stays near (W + 1)/2; the encoder-only ratio (state update against re-encoding the
+  window) is reported beside it.
+- ``openstl-s``, the stacked ConvLSTM (`StackedConvLSTM.observe`): a 1×1 head on the top layer
+  predicts the next frame, F is ~0 and the ratio approaches W.
+
+Each model runs eagerly and, with ``compile``, as a torch.compile'd function (one graph per input
+shape: the first frame, a frame with a carried state, each W); the headline is the faster path, and
+the two sides of every ratio always run the same path. Every call is synchronised, so these are
+latencies (one stream, batch 1), not throughput.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from convlstm_cli.bench.cases import ModelCase
 from convlstm_cli.bench.timing import PeakMemory, synchronize
 from convlstm_cli.device import autocast
+
+
+@dataclass
+class Runner:
+    """One model's streaming calls on one path.
+
+    step(frames [1, 1, C, H, W], state) → new state, predicting from it on the way;
+    window(frames [1, W, C, H, W]) → the prediction from a zero state.
+    encode_step / encode_window: the same without the prediction (encoder-forecaster, eager only).
+    """
+
+    step: Callable
+    window: Callable
+    encode_step: Callable | None = None
+    encode_window: Callable | None = None
+
+
+def runner(model: torch.nn.Module, horizon: int, compiled: bool) -> Runner:
+    """The calls for an `EncoderForecaster` or a `StackedConvLSTM`, compiled or eager."""
+
+    def maybe_compile(fn):
+        # dynamic=False: one graph per frame count rather than a symbolic time axis.
+        return torch.compile(fn, dynamic=False) if compiled else fn
+
+    if hasattr(model, "observe"):  # StackedConvLSTM: its one-step prediction is the 1×1 head
+        if horizon != 1:
+            raise ValueError("the stacked model streams one-step predictions (horizon 1)")
+        observe = maybe_compile(model.observe)
+        return Runner(lambda x, s: observe(x, s)[1], lambda x: observe(x)[0])
+    forward = maybe_compile(model)
+    run = Runner(lambda x, s: forward(x, s, horizon)[1], lambda x: forward(x, None, horizon)[0])
+    if not compiled:
+        run.encode_step = lambda x, s: model.encode(x, s)[0]
+        run.encode_window = lambda x: model.encode(x, None)[0]
+    return run
 
 
 def _timed(fn, device: torch.device) -> float:
@@ -32,85 +78,103 @@ def _timed(fn, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
-def _stream(model, frames, n: int, horizon: int, device, precision: str, encode_only: bool) -> list[float]:
+def _stream(step: Callable, frames, n: int, device) -> list[float]:
     """Seconds of each of the first n frames, carrying the state from frame to frame."""
     box = {"state": None}
 
     def one(t: int) -> None:
-        x = frames[:, t : t + 1]
-        if encode_only:
-            box["state"], _ = model.encode(x, box["state"])
-        else:
-            _, box["state"] = model(x, box["state"], horizon)
+        box["state"] = step(frames[:, t : t + 1], box["state"])
 
-    with torch.inference_mode(), autocast(device, precision):
-        return [_timed(lambda t=t: one(t), device) for t in range(n)]
+    return [_timed(lambda t=t: one(t), device) for t in range(n)]
 
 
-def _window(model, frames, w: int, count: int, horizon: int, device, precision: str, encode_only: bool) -> float:
+def _window(window: Callable, frames, w: int, count: int, device) -> float:
     """Median seconds per prediction, re-encoding the last w frames from zero each time."""
+    window(frames[:, :w])
+    return statistics.median(_timed(lambda i=i: window(frames[:, i : i + w]), device) for i in range(count))
 
-    def one(i: int) -> None:
-        x = frames[:, i : i + w]
-        if encode_only:
-            model.encode(x, None)
-        else:
-            model(x, None, horizon)
 
-    with torch.inference_mode(), autocast(device, precision):
-        one(0)
-        return statistics.median(_timed(lambda i=i: one(i), device) for i in range(count))
+def measure_path(run: Runner, frames, device, lengths: tuple[int, ...], windows: tuple[int, ...],
+                 predictions: int) -> dict:
+    """Per-frame streaming times at each clip length and the sliding-window cost for each W.
+
+    With two lengths the short clip runs before and after the long one, so a change of load on a
+    shared machine during the run weighs on both sides of the flatness ratio alike.
+    """
+    short = lengths[0]
+    # Warm-up as long as the short clip: on a GPU the first hundred or so calls still run slower
+    # (allocator growth, clocks), which made the short clip look slower than the long one.
+    _stream(run.step, frames, short, device)
+    times = {short: _stream(run.step, frames, short, device)}
+    if len(lengths) > 1:
+        times[lengths[1]] = _stream(run.step, frames, lengths[1], device)
+        times[short] += _stream(run.step, frames, short, device)
+    # Medians of the per-frame latencies: a frame that got descheduled by another process must not
+    # decide the figure, while a cost that grew with the clip would still move the median.
+    per_frame = {n: statistics.median(t) for n, t in times.items()}
+    last = per_frame[lengths[-1]]
+    out: dict = {
+        "per_frame_ms": {str(n): v * 1e3 for n, v in per_frame.items()},
+        "mean_per_frame_ms": {str(n): statistics.mean(t) * 1e3 for n, t in times.items()},
+        "frames_per_s": {str(n): 1 / v for n, v in per_frame.items()},
+    }
+    if len(lengths) > 1:
+        out["flatness"] = per_frame[lengths[1]] / per_frame[short]
+    enc_frame = statistics.median(_stream(run.encode_step, frames, short, device)) if run.encode_step else None
+    per_w = {}
+    for w in windows:
+        full = _window(run.window, frames, w, predictions, device)
+        row = {"per_prediction_ms": full * 1e3, "predictions_per_s": 1 / full, "speedup_vs_window": full / last}
+        if enc_frame:
+            enc = _window(run.encode_window, frames, w, predictions, device)
+            row.update(encode_ms=enc * 1e3, encode_speedup_vs_window=enc / enc_frame)
+        per_w[str(w)] = row
+    head = per_w[str(windows[0])]
+    out.update(window=windows[0], speedup_vs_window=head["speedup_vs_window"], windows=per_w)
+    if enc_frame:
+        out.update(encode_per_frame_ms=enc_frame * 1e3, encode_speedup_vs_window=head["encode_speedup_vs_window"])
+    return out
 
 
 def stream_bench(case: ModelCase, device: torch.device, precision: str, channels_last: bool,
-                 lengths: tuple[int, int], windows: tuple[int, ...], predictions: int, horizon: int = 1) -> dict:
-    """Per-frame streaming cost at two clip lengths and the sliding-window cost for each W.
+                 lengths: tuple[int, ...], windows: tuple[int, ...], predictions: int, horizon: int = 1,
+                 compile: bool = False) -> dict:
+    """Streaming against sliding windows for one model, eager and (with `compile`) compiled.
 
     Args:
         case: the model (its frame size and channels are used; batch is 1).
         device, precision, channels_last: how the model runs.
-        lengths: (short, long) clip lengths in frames; flatness = per-frame time long ÷ short.
+        lengths: clip lengths in frames, (short, long) for a flatness figure or (short,) without.
         windows: the W of the sliding-window baselines; the first is the headline one.
         predictions: sliding-window predictions timed per W (median).
-        horizon: frames forecast per call, for both.
+        horizon: frames forecast per call, for both sides.
+        compile: also time the torch.compile'd path.
 
     Returns:
-        The ``stream`` section of the report.
+        The fastest path's figures at the top level (``path`` names it), every path's under ``paths``.
     """
     torch.manual_seed(0)
     model = case.build().to(device).eval()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    short, long = lengths
-    n = max(long, max(windows) + predictions)
+    n = max(max(lengths), max(windows) + predictions)
     frames = torch.rand(1, n, case.channels, case.size, case.size, generator=torch.Generator().manual_seed(0))
     frames = frames.to(device)
-    args = (horizon, device, precision)
-    with PeakMemory(device) as mem:
-        # Warm-up as long as the short clip: on a GPU the first hundred or so calls still run slower
-        # (allocator growth, clocks), which made the short clip look slower than the long one.
-        _stream(model, frames, short, *args, encode_only=False)
-        # The short clip runs before and after the long one, so a change of load on a shared machine
-        # during the run weighs on both sides of the ratio alike.
-        short_t = _stream(model, frames, short, *args, False)
-        long_t = _stream(model, frames, long, *args, False)
-        short_t += _stream(model, frames, short, *args, False)
-    # Medians of the per-frame latencies: a frame that got descheduled by another process must not
-    # decide the figure, while a cost that grew with the clip would still move the median.
-    per_frame_short, per_frame_long = statistics.median(short_t), statistics.median(long_t)
-    enc_frame = statistics.median(_stream(model, frames, short, *args, encode_only=True))
-    per_w = {}
-    for w in windows:
-        full = _window(model, frames, w, predictions, *args, encode_only=False)
-        enc = _window(model, frames, w, predictions, *args, encode_only=True)
-        per_w[str(w)] = {
-            "per_prediction_ms": full * 1e3,
-            "predictions_per_s": 1 / full,
-            "speedup_vs_window": full / per_frame_long,
-            "encode_ms": enc * 1e3,
-            "encode_speedup_vs_window": enc / enc_frame,
-        }
-    head = per_w[str(windows[0])]
+    paths: dict = {}
+    with PeakMemory(device) as mem, torch.inference_mode(), autocast(device, precision):
+        for name in ("eager", "compiled") if compile else ("eager",):
+            try:
+                paths[name] = measure_path(runner(model, horizon, name == "compiled"), frames, device,
+                                           lengths, windows, predictions)
+            except Exception as e:  # noqa: BLE001 - the compiled path is reported "where it works"
+                if name == "eager":
+                    raise
+                paths[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
+            finally:
+                if name == "compiled":
+                    torch._dynamo.reset()
+    timed = {k: p for k, p in paths.items() if "error" not in p}
+    best = min(timed, key=lambda k: timed[k]["per_frame_ms"][str(lengths[-1])])
     return {
         "model": case.name,
         "precision": precision,
@@ -118,14 +182,8 @@ def stream_bench(case: ModelCase, device: torch.device, precision: str, channels
         "batch": 1,
         "horizon": horizon,
         "lengths": list(lengths),
-        "per_frame_ms": {str(short): per_frame_short * 1e3, str(long): per_frame_long * 1e3},
-        "mean_per_frame_ms": {str(short): statistics.mean(short_t) * 1e3, str(long): statistics.mean(long_t) * 1e3},
-        "frames_per_s": {str(short): 1 / per_frame_short, str(long): 1 / per_frame_long},
-        "flatness": per_frame_long / per_frame_short,
-        "encode_per_frame_ms": enc_frame * 1e3,
-        "window": windows[0],
-        "speedup_vs_window": head["speedup_vs_window"],
-        "encode_speedup_vs_window": head["encode_speedup_vs_window"],
-        "windows": per_w,
+        "path": best,
+        **timed[best],
+        "paths": paths,
         "peak_mem_mb": mem.mb,
     }

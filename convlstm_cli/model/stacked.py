@@ -54,6 +54,22 @@ class StackedConvLSTM(nn.Module):
             x, states[i] = layer(x, states[i])
         return x
 
+    def observe(self, frames: Tensor, states: list | None = None) -> tuple[Tensor, list]:
+        """Fold frames [B, T, C, H, W] into the layers' states and predict the frame after the last.
+
+        The one-step prediction is a 1×1 head on the top layer's last output, so carrying `states`
+        from call to call (streaming) costs one recurrent step per frame, however long the clip.
+
+        Returns:
+            (prediction [B, C, H, W], the new per-layer (h, c) states; `states` is not modified).
+        """
+        b, t = frames.shape[:2]
+        x = F.pixel_unshuffle(frames.flatten(0, 1), self.patch).unflatten(0, (b, t))
+        states = list(states) if states is not None else [None] * len(self.layers)
+        # Each layer runs over all T frames at once (its input convolution batched over time).
+        top = self.step_all(x, states)[:, -1]
+        return F.pixel_shuffle(self.head(top), self.patch), states
+
     def forward(self, frames: Tensor, horizon: int = 10) -> Tensor:
         """Observe `frames`, then predict `horizon` frames, feeding each prediction back in.
 
@@ -64,16 +80,12 @@ class StackedConvLSTM(nn.Module):
         Returns:
             [B, horizon, C, H, W] predictions (linear head, as OpenSTL).
         """
-        b, t = frames.shape[:2]
-        x = F.pixel_unshuffle(frames.flatten(0, 1), self.patch).unflatten(0, (b, t))
-        states: list = [None] * len(self.layers)
-        # Observed frames: each layer runs over all T at once (input convs batched over time).
-        top = self.step_all(x, states)[:, -1:]
-        preds = [self.head(top[:, 0])]
+        pred, states = self.observe(frames)
+        preds = [pred]
         for _ in range(horizon - 1):
-            preds.append(self.head(self.step_all(preds[-1].unsqueeze(1), states)[:, 0]))
-        out = F.pixel_shuffle(torch.stack(preds, 1).flatten(0, 1), self.patch)
-        return out.unflatten(0, (b, horizon))
+            pred, states = self.observe(pred.unsqueeze(1), states)
+            preds.append(pred)
+        return torch.stack(preds, 1)
 
     def flops_per_sequence(self, steps: int, height: int, width: int) -> int:
         """Forward FLOPs (2 per MAC) of the recurrent convolutions for `steps` steps on one sequence.
