@@ -135,6 +135,25 @@ def test_chunked_streaming_equals_one_pass(run_dir):
             np.testing.assert_array_equal(c.frames_u8, frames[c.start : c.start + c.n + HORIZON])
 
 
+def test_compiled_streaming_equals_eager(run_dir):
+    # compile=True runs full chunks through torch.compile (a last, shorter chunk eagerly): the same
+    # predictions and the same carried state as the eager stream.
+    model = model_of(run_dir)
+    frames = shapes_frames(np.random.default_rng(4), 11, SIZE, 1).transpose(0, 3, 1, 2)
+    from torch._dynamo.utils import counters
+
+    eager = list(stream_predict(model, iter(frames), HORIZON, chunk=4))
+    counters.clear()
+    try:
+        compiled = list(stream_predict(model, iter(frames), HORIZON, chunk=4, compile=True))
+    finally:
+        torch._dynamo.reset()
+    assert counters["stats"]["unique_graphs"] == 2  # from a zero state, and with a carried one
+    assert [c.start for c in compiled] == [c.start for c in eager] == [0, 4, 8]
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a.pred, b.pred, atol=1e-5, rtol=1e-5)
+
+
 def test_stream_reads_only_a_chunk_ahead(run_dir):
     """Decoding stays at most chunk + horizon frames ahead of the model: memory is O(chunk)."""
     yielded = []
