@@ -59,7 +59,8 @@ class TrainConfig:
     loss: str = "mse"  # mse | l1
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
     channels_last: bool = True
-    compile: bool = False  # torch.compile the model
+    # torch.compile the model; auto = on a GPU only (see device.resolve_compile)
+    compile: bool | str = "auto"  # auto | true | false
     # torch.compile mode; "reduce-overhead" also replays each step as CUDA graphs (cuda only)
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune-no-cudagraphs
     detach_every: int = 1  # TBPTT: detach the carried state every N chunks (backprop through N chunks)
@@ -311,6 +312,8 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"config key model.kernel_size: odd sizes per level needed, got {m.kernel_size}")
     if t.loss not in ("mse", "l1"):
         raise ConfigError(f"config key train.loss: mse or l1, got {t.loss!r}")
+    if isinstance(t.compile, str) and t.compile != "auto":
+        raise ConfigError(f"config key train.compile: auto, true or false, got {t.compile!r}")
     if t.compile_mode not in COMPILE_MODES:
         raise ConfigError(f"config key train.compile_mode: one of {', '.join(COMPILE_MODES)}, got {t.compile_mode!r}")
     if t.precision not in ("auto", "bf16", "fp32"):

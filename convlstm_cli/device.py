@@ -57,6 +57,17 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if bf16_supported(device) else "fp32"
 
 
+def resolve_compile(compile: bool | str, device: torch.device) -> bool:
+    """train.compile: 'auto' → torch.compile on a GPU only; true/false as given.
+
+    On a GPU an eager step is launch-bound and compiling halves it (`convlstm bench`, H100); on a CPU
+    it saves ~8 % of a step for 1-3 min of compilation, which only long runs pay back.
+    """
+    if compile == "auto":
+        return device.type == "cuda"
+    return bool(compile)
+
+
 def autocast(device: torch.device, precision: str):
     """A bf16 autocast context for precision 'bf16', a no-op context for 'fp32'."""
     if precision == "bf16":

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from convlstm_cli import checkpoint, distributed
 from convlstm_cli.config import RunConfig, dump_yaml, to_dict
-from convlstm_cli.device import autocast, resolve_device, resolve_precision
+from convlstm_cli.device import autocast, resolve_compile, resolve_device, resolve_precision
 from convlstm_cli.errors import InputError
 from convlstm_cli.evaluate import evaluate, to_unit
 from convlstm_cli.model.forecaster import EncoderForecaster
@@ -136,8 +136,9 @@ class Trainer:
         # CUDA graphs ("reduce-overhead") replay a whole forward and backward as one launch. That pays
         # where a step is launch-bound (many small per-time-step kernels: small models and batches);
         # the gpu sample config at 16 lanes on an H100 trained at the same speed either way.
-        self.graphs = t.compile and t.compile_mode == "reduce-overhead" and self.device.type == "cuda"
-        if t.compile:
+        self.compiled = resolve_compile(t.compile, self.device)
+        self.graphs = self.compiled and t.compile_mode == "reduce-overhead" and self.device.type == "cuda"
+        if self.compiled:
             mode = t.compile_mode if t.compile_mode != "reduce-overhead" or self.graphs else "default"
             self.net = torch.compile(self.net, mode=mode)
         fused = self._fused_ok()

@@ -196,6 +196,20 @@ def test_config_file_errors(tmp_path):
         load_config(None, ["train.compile_mode=fast"])
 
 
+def test_compile_auto_means_on_a_gpu_only(videos, tmp_path):
+    from convlstm_cli.device import resolve_compile
+
+    assert load_config(None).train.compile == "auto"
+    assert resolve_compile("auto", torch.device("cuda")) is True
+    assert resolve_compile("auto", torch.device("cpu")) is False
+    assert resolve_compile(True, torch.device("cpu")) is True and resolve_compile(False, torch.device("cuda")) is False
+    assert load_config(None, ["train.compile=true"]).train.compile is True
+    with pytest.raises(ConfigError, match="train.compile: auto, true or false, got 'sometimes'"):
+        load_config(None, ["train.compile=sometimes"])
+    tr = make_trainer(videos, tmp_path)  # the default config on the CPU runs eagerly
+    assert tr.compiled is False and tr.net is tr.model
+
+
 def test_reduce_overhead_means_cuda_graphs_only_on_cuda(videos, tmp_path):
     # On the CPU there are no CUDA graphs to replay: the mode falls back to a plain compile and the
     # step neither marks graph iterations nor copies the state.
