@@ -99,10 +99,13 @@ def test_stream_data_and_accuracy_sections(quick_report):
     assert s["path"] == "eager" and set(s["paths"]) == {"eager"}  # --quick compiles nothing
     stacked = s["models"]["openstl-s"]
     assert stacked["lengths"] == [short] and "flatness" not in stacked
-    for model, last in ((s, long), (stacked, short)):
+    for model in (s, stacked):
         assert set(model["windows"]) == {"10", "20"}
         for r in model["windows"].values():
-            assert r["speedup_vs_window"] == pytest.approx(r["per_prediction_ms"] / model["per_frame_ms"][str(last)])
+            assert r["speedup_vs_window"] == pytest.approx(r["per_prediction_ms"] / r["stream_ms"])
+        assert set(model["per_frame_ms"]) == {str(n) for n in model["lengths"]}
+    enc = s["windows"]["10"]
+    assert s["encode_speedup_vs_window"] == pytest.approx(enc["encode_ms"] / enc["encode_stream_ms"])
     d = report["data"]
     assert d["decode_720p"]["frames"] == 8 and d["decode_small"]["frames"] == 40
     assert d["streamer"]["batches_per_s"] > 0
