@@ -68,11 +68,11 @@ def stream_predict(
         chunk: input frames per model call (results do not depend on it).
         device, precision: where and how the model runs ("bf16" or "fp32").
         compile: run full chunks through torch.compile. For long or live streams at small chunks:
-            at chunk 1 on a 2-core CPU a frame takes ~2.6 ms instead of ~5 ms (`convlstm bench`,
-            stream paths), after ~15-30 s of compilation on the first two chunks (the first starts
-            from a zero state, so it is a graph of its own). The clip's last, shorter chunk runs
-            eagerly rather than compile a third graph. Off by default: `predict`'s 64-frame chunks
-            gain ~1.5× but compile for ~2 min, which only a clip of ~100,000 frames pays back.
+            at chunk 1 on a 2-core CPU (bf16, default model) a frame takes ~3.5 ms instead of
+            3.7-4.9 ms, after ~7 s of compilation on the first two chunks (the first starts from a
+            zero state, so it is a graph of its own). The clip's last, shorter chunk runs eagerly
+            rather than compile a third graph. Off by default: `predict`'s 64-frame chunks gain
+            ~1.5× but compile for ~2 min, which only a clip of ~100,000 frames pays back.
 
     Yields:
         `StreamChunk`s covering every input frame exactly once, in order.
