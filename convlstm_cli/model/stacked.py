@@ -54,6 +54,13 @@ class StackedConvLSTM(nn.Module):
             x, states[i] = layer(x, states[i])
         return x
 
+    def step_patches(self, x: Tensor, states: list | None) -> tuple[Tensor, list]:
+        """Patches x [B, T, C_patch, h, w] through every layer from `states` (None: zeros); the head's
+        one-step prediction [B, C_patch, h, w] after the last of them, and the new states."""
+        states = list(states) if states is not None else [None] * len(self.layers)
+        # Each layer runs over all T frames at once (its input convolution batched over time).
+        return self.head(self.step_all(x, states)[:, -1]), states
+
     def observe(self, frames: Tensor, states: list | None = None) -> tuple[Tensor, list]:
         """Fold frames [B, T, C, H, W] into the layers' states and predict the frame after the last.
 
@@ -65,10 +72,8 @@ class StackedConvLSTM(nn.Module):
         """
         b, t = frames.shape[:2]
         x = F.pixel_unshuffle(frames.flatten(0, 1), self.patch).unflatten(0, (b, t))
-        states = list(states) if states is not None else [None] * len(self.layers)
-        # Each layer runs over all T frames at once (its input convolution batched over time).
-        top = self.step_all(x, states)[:, -1]
-        return F.pixel_shuffle(self.head(top), self.patch), states
+        pred, states = self.step_patches(x, states)
+        return F.pixel_shuffle(pred, self.patch), states
 
     def forward(self, frames: Tensor, horizon: int = 10) -> Tensor:
         """Observe `frames`, then predict `horizon` frames, feeding each prediction back in.
@@ -80,12 +85,15 @@ class StackedConvLSTM(nn.Module):
         Returns:
             [B, horizon, C, H, W] predictions (linear head, as OpenSTL).
         """
-        pred, states = self.observe(frames)
+        b, t = frames.shape[:2]
+        x = F.pixel_unshuffle(frames.flatten(0, 1), self.patch).unflatten(0, (b, t))
+        pred, states = self.step_patches(x, None)
         preds = [pred]
-        for _ in range(horizon - 1):
-            pred, states = self.observe(pred.unsqueeze(1), states)
+        for _ in range(horizon - 1):  # fed back as patches: no unpatch/patch round trip per step
+            pred, states = self.step_patches(pred.unsqueeze(1), states)
             preds.append(pred)
-        return torch.stack(preds, 1)
+        out = F.pixel_shuffle(torch.stack(preds, 1).flatten(0, 1), self.patch)
+        return out.unflatten(0, (b, horizon))
 
     def flops_per_sequence(self, steps: int, height: int, width: int) -> int:
         """Forward FLOPs (2 per MAC) of the recurrent convolutions for `steps` steps on one sequence.
