@@ -61,7 +61,7 @@ def resolve_compile(compile: bool | str, device: torch.device) -> bool:
     """train.compile: 'auto' → torch.compile on a GPU only; true/false as given.
 
     On a GPU an eager step is launch-bound and compiling halves it (`convlstm bench`, H100); on a CPU
-    it saves ~8 % of a step for 1-3 min of compilation, which only long runs pay back.
+    it saves 8-17 % of a step for 1-3 min of compilation, which only long runs pay back.
     """
     if compile == "auto":
         return device.type == "cuda"
