@@ -143,7 +143,8 @@ def run_bench(device: str = "auto", quick: bool = False, threads: int | None = N
     }
     log("dense peaks (matmul, convolution)")
     report["peaks"] = peaks(dev, quick)
-    head_peak = report["peaks"]["bf16" if bf16 else "fp32"]["tflops"]
+    prec = "bf16" if bf16 else "fp32"  # the precision of the fastest paths, and of the MFU yardstick
+    head_peak = report["peaks"][prec]["tflops"]
     cudnn_benchmark = torch.backends.cudnn.benchmark
     try:
         train = {c.name: run_ladder(c, rungs, dev, report["peaks"], True, warmup, repeats, log) for c in cases}
@@ -158,7 +159,7 @@ def run_bench(device: str = "auto", quick: bool = False, threads: int | None = N
         "model": "openstl-s",
         "speedup_vs_naive": main["speedup_vs_naive"],
         "mfu": main["best_tflops"] / head_peak if main["best_tflops"] else None,
-        "mfu_peak": "bf16" if bf16 else "fp32",
+        "mfu_peak": prec,
         "speedup_ceiling": head_peak / naive_tflops if naive_tflops else None,
         "best_rung": main["best_rung"],
         "valid_tap_fraction": valid_tap_fraction(stack.kernel_size, side, side),
@@ -172,7 +173,6 @@ def run_bench(device: str = "auto", quick: bool = False, threads: int | None = N
     }
     default = cases[1]
     log("stream vs sliding window")
-    prec = "bf16" if bf16 else "fp32"
     short, long = (10, 100) if quick else (100, 1000)
     predictions = 3 if quick else 30
     report["stream"] = stream_bench(default, dev, prec, channels_last=True, lengths=(short, long),
