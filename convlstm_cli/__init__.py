@@ -23,8 +23,8 @@ _LAZY = {
     "probe_videos": "convlstm_cli.data.probe",
     "make_dataset": "convlstm_cli.data.synthetic",
     "load_model": "convlstm_cli.checkpoint",
-    "stream_predict": "convlstm_cli.streaming",
-    "predict_clip": "convlstm_cli.predict",
+    "stream_predict": "convlstm_cli.predict.streaming",
+    "predict_clip": "convlstm_cli.predict.run",
 }
 
 __all__ = ["__version__", *_LAZY]

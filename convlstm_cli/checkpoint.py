@@ -11,7 +11,6 @@ target: a crash mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -20,55 +19,24 @@ from typing import Any
 
 import torch
 
-from convlstm_cli.atomic import temp_path
+from convlstm_cli.atomic import Staged
 from convlstm_cli.errors import CheckpointError
 
 FORMAT = "convlstm-cli/checkpoint/v1"
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Atomically write `payload` (plus the format marker) to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return path
+    """Atomically and durably write `payload` (plus the format marker) to `path`."""
+    with Staged(path, durable=True) as staged:
+        torch.save({"format": FORMAT, **payload}, staged.tmp)
+    return staged.path
 
 
 def copy(src: str | Path, dst: str | Path) -> Path:
     """Atomically copy a checkpoint file (for `best` and the keep-last-N step files)."""
-    src, dst = Path(src), Path(dst)
-    tmp = temp_path(dst)
-    try:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(dst.parent)
-    return dst
+    with Staged(dst, durable=True) as staged:
+        shutil.copyfile(src, staged.tmp)
+    return staged.path
 
 
 def find(path: str | Path) -> Path:

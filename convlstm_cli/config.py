@@ -1,4 +1,4 @@
-"""Run configuration: YAML file → typed dataclasses → command-line overrides → validated.
+"""Run configuration: YAML file → typed dataclasses → command-line overrides → checked.
 
 The resolved config is written to the run directory (`config.yaml`) and into every checkpoint, so a
 checkpoint alone rebuilds its model and data pipeline. Unknown keys and wrong types are `ConfigError`s
@@ -21,7 +21,8 @@ from convlstm_cli import atomic
 from convlstm_cli.errors import ConfigError
 from convlstm_cli.model.forecaster import ModelConfig
 
-SAMPLE_CONFIGS = Path(__file__).resolve().parent.parent / "sample_configs"
+# The sample configs ship inside the package (package data), so a regular install finds them too.
+SAMPLE_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass
@@ -94,14 +95,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce(value, a, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                continue
         raise ConfigError(f"config key {key}: {value!r} is not a valid {_type_name(hint)}")
     if origin is tuple:
         if isinstance(value, str):
@@ -183,9 +183,9 @@ def _build(cls, data: dict, prefix: str):
 
 
 def from_dict(data: dict) -> RunConfig:
-    """A validated RunConfig from nested plain values (e.g. parsed YAML or a checkpoint's config)."""
+    """A checked RunConfig from nested plain values (e.g. parsed YAML or a checkpoint's config)."""
     cfg = _build(RunConfig, data or {}, "")
-    validate(cfg)
+    check(cfg)
     return cfg
 
 
@@ -229,7 +229,7 @@ def merge(base: dict, over: dict) -> dict:
 
 
 def resolve_config_path(name: str | Path) -> Path:
-    """A config file path; a bare name like `quickstart` finds sample_configs/quickstart.yaml."""
+    """A config file path; a bare name like `quickstart` finds the sample config convlstm_cli/configs/quickstart.yaml."""
     p = Path(name)
     if p.is_file():
         return p
@@ -258,7 +258,7 @@ def load_yaml(path: str | Path) -> dict:
 
 def load_config(path: str | Path | None = None, sets: list[str] | None = None, base: dict | None = None,
                 **overrides: Any) -> RunConfig:
-    """YAML (optional) → dataclass defaults → `--set` items → flag overrides ("train.seed"=…), validated.
+    """YAML (optional) → dataclass defaults → `--set` items → flag overrides ("train.seed"=…), checked.
 
     Args:
         path: a YAML file or a sample config name, or None for the defaults.
@@ -286,7 +286,7 @@ def _nest(dotted: str, value: Any) -> dict:
     return out
 
 
-def validate(cfg: RunConfig) -> None:
+def check(cfg: RunConfig) -> None:
     """Range and consistency checks; the model's input channels follow data.channels."""
     m, d, t = cfg.model, cfg.data, cfg.train
     positive = {

@@ -73,3 +73,8 @@ def autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def to_unit(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 frames (pinned on the host) → float32 in [0, 1] on `device`, copied without blocking."""
+    return frames.to(device, non_blocking=True).float().div_(255.0)

@@ -1,8 +1,9 @@
-"""Errors the CLI turns into one line and exit code 2.
+"""Errors the CLI turns into one line: exit code 2 for bad input, 1 for anything unexpected.
 
 Library code raises `InputError` (or a subclass) for anything the user can fix: a bad file, a bad
-config key, a directory with no usable video. The CLI prints `error: <message>` and exits 2; with
-`CONVLSTM_DEBUG=1` it re-raises so the traceback shows. Anything else is a bug and is re-raised.
+config key, a directory with no usable video. The CLI prints `error: <message>` and exits 2; any
+other exception is a bug, printed as `internal error: <message>` with exit 1. `CONVLSTM_DEBUG=1`
+re-raises both so the traceback shows.
 """
 
 from __future__ import annotations
@@ -21,7 +22,19 @@ class CheckpointError(InputError):
 
 
 class VideoError(InputError):
-    """A video file cannot be used (unreadable, too short, no video stream, ...)."""
+    """A video file cannot be used (unreadable, too short, no video stream, ...).
+
+    Attributes:
+        path: The file.
+        reason: Why, in a few words (the message is ``"{path}: {reason}"``).
+    """
+
+    path: str
+    reason: str
+
+    def __init__(self, path, reason: str) -> None:
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
 
 
 class NoUsableVideoError(InputError):

@@ -12,13 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
-from convlstm_cli.device import autocast
+from convlstm_cli.device import autocast, to_unit
 from convlstm_cli.model.state import StreamState
-
-
-def to_unit(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 frames (pinned on the host) → float32 in [0, 1] on `device`, copied without blocking."""
-    return frames.to(device, non_blocking=True).float().div_(255.0)
 
 
 @torch.inference_mode()
@@ -65,9 +60,7 @@ def evaluate(
             scores.update(pred[:, :, 0][keep].float(), truth[keep])
             baseline.update(inputs[keep], truth[keep])  # copy-last: frame t stands for frame t+1
     finally:
-        close = getattr(streamer, "close", None)
-        if close:
-            close()
+        streamer.close()
         model.train(was_training)
     return {
         **{f"val_{k}": v for k, v in scores.means().items()},

@@ -1,7 +1,7 @@
 """Per-frame image metrics for predicted frames in [0, 1]: MSE, MAE, PSNR and SSIM.
 
 Every function takes `pred` and `truth` of the same shape [..., C, H, W] (e.g. [T, C, H, W] or
-[B, T, C, H, W]) and returns one value per frame, shape [...]. Conventions (docs/DESIGN "Metrics"):
+[B, T, C, H, W]) and returns one value per frame, shape [...]. Conventions:
 
 - MSE and MAE are per-pixel means over C·H·W (not sums).
 - PSNR = 10·log10(1 / MSE) per frame, for a data range of 1. Identical frames would give +inf, which

@@ -6,7 +6,6 @@ Only rank 0 logs; other ranks get a `RunLog(enabled=False)` whose methods do not
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from convlstm_cli import atomic
-
-
-def _clean(v: Any) -> Any:
-    # JSON has no NaN/inf: write them as null rather than producing invalid lines.
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+from convlstm_cli import atomic, jsonsafe
 
 
 def truncate_metrics(path: Path, after_step: int) -> None:
@@ -69,7 +61,7 @@ class RunLog:
         """Append one JSON line (and the scalars to TensorBoard)."""
         if not self.enabled:
             return
-        record = {k: _clean(v) for k, v in record.items()}
+        record = jsonsafe.clean(record)
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         if self.tb is not None:

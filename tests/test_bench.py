@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from convlstm_cli.bench.flops import count_flops, valid_tap_fraction
+from convlstm_cli.bench.stacked import StackedConvLSTM
 from convlstm_cli.bench.timing import PeakMemory
 from convlstm_cli.cli import app
 from convlstm_cli.model.reference import ReferenceConvLSTM, to_reference
-from convlstm_cli.model.stacked import StackedConvLSTM
 
 
 @pytest.fixture(scope="module")

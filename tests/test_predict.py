@@ -21,7 +21,7 @@ from convlstm_cli.data.synthetic import shapes_frames
 from convlstm_cli.data.video import read_frames, write_video
 from convlstm_cli.model.forecaster import EncoderForecaster
 from convlstm_cli.predict import predict_clip
-from convlstm_cli.streaming import stream_predict
+from convlstm_cli.predict.streaming import stream_predict
 
 SIZE, HORIZON, FRAMES = 32, 3, 30
 PANEL = 128  # 32-pixel frames are enlarged ×4 to 128-pixel panels
@@ -248,7 +248,7 @@ def test_bad_inputs_exit_2_without_outputs(run_dir, clip, tmp_path):
 
 
 def test_failure_mid_stream_leaves_no_partial_files(run_dir, clip, tmp_path, monkeypatch):
-    import convlstm_cli.predict as predict_mod
+    import convlstm_cli.predict.run as predict_mod
     from convlstm_cli.errors import VideoError
 
     real = predict_mod.stream_predict
@@ -256,7 +256,7 @@ def test_failure_mid_stream_leaves_no_partial_files(run_dir, clip, tmp_path, mon
     def breaks(*args, **kwargs):
         for i, c in enumerate(real(*args, **kwargs)):
             if i == 2:
-                raise VideoError("clip: stream broke")
+                raise VideoError("clip", "stream broke")
             yield c
 
     monkeypatch.setattr(predict_mod, "stream_predict", breaks)

@@ -266,12 +266,12 @@ def test_nonfinite_steps_are_skipped_and_counted(videos, tmp_path, monkeypatch):
     assert all(torch.equal(before[k], after[k]) for k in before)  # the update was skipped
     assert [s["step"] for s in tr.optimizer.state.values()] == opt_steps
     assert int(tr.bad_total) == 1 and int(tr.bad_run) == 1
-    from convlstm_cli.train import TrainingDiverged, log_step
+    from convlstm_cli.train import TrainingDiverged
 
     tr.step([next(stream)])
     tr.step([next(stream)])
     with pytest.raises(TrainingDiverged, match="3 consecutive steps"):
-        log_step(tr, 0.0)
+        tr.log_step(0.0)
     tr.streamer.close()
 
 

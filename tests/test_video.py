@@ -166,7 +166,7 @@ def test_mid_stream_error_keeps_frames_and_reports(tmp_path, monkeypatch):
     import av
 
     path = write_index_video(tmp_path / "i.mp4", 12, (32, 32))
-    real_open = V._open_video
+    real_open = V.open_video
 
     class Breaking:  # the real container, but its decoder fails after 5 frames
         def __init__(self, container):
@@ -181,7 +181,7 @@ def test_mid_stream_error_keeps_frames_and_reports(tmp_path, monkeypatch):
         def close(self):
             self.container.close()
 
-    monkeypatch.setattr(V, "_open_video", lambda p: (lambda c, s: (Breaking(c), s))(*real_open(p)))
+    monkeypatch.setattr(V, "open_video", lambda p: (lambda c, s: (Breaking(c), s))(*real_open(p)))
     errors = []
     assert list(decode_index(V.read_frames(path, None, 1, on_error=errors.append))) == [0, 1, 2, 3, 4]
     assert len(errors) == 1 and str(path) in errors[0] and "after frame 5" in errors[0]

@@ -12,7 +12,7 @@ Sections of the report (all in one JSON document, see `run_bench`):
 - ``data``: decode + resize and streamer rates against the training consumption (`datapath`);
 - ``accuracy``: validation loss of a short fp32 and bf16 training run (`accuracy`).
 
-Headline keys (DESIGN.md): ``train.speedup_vs_naive`` and ``train.mfu`` (OpenSTL-S model, fastest
+Headline keys: ``train.speedup_vs_naive`` and ``train.mfu`` (OpenSTL-S model, fastest
 rung; MFU against the bf16 peak where bf16 is supported), ``stream.flatness``, ``stream.window``,
 ``stream.speedup_vs_window``. ``train.speedup_ceiling`` is the speed-up a step would have if it ran
 at that peak: the naive reference's FLOP rate sets how much room there is.
@@ -121,7 +121,6 @@ def run_bench(device: str = "auto", quick: bool = False, threads: int | None = N
     """
     from convlstm_cli.bench.accuracy import accuracy_bench
     from convlstm_cli.bench.datapath import data_bench
-    from convlstm_cli.bench.stream import stream_bench
 
     log = log or (lambda _msg: None)
     dev = resolve_device(device)
@@ -132,31 +131,49 @@ def run_bench(device: str = "auto", quick: bool = False, threads: int | None = N
     bf16 = bf16_supported(dev)
     warmup, repeats = (1, 2) if quick else (1, 3)
     compile = compile and not quick
-    cases = [openstl_case(dev, quick), default_case(dev, quick)]
-    rungs = ladder(dev, bf16, compile)
+    cases = {c.name: c for c in (openstl_case(dev, quick), default_case(dev, quick))}
     report: dict = {
         "settings": {"device": dev.type, "quick": quick, "threads": torch.get_num_threads(), "warmup": warmup,
                      "repeats": repeats, "compile": compile, "statistic": "median",
                      "fp32_math": "ieee (cuDNN TF32 off)" if dev.type == "cuda" else "ieee",
-                     "models": {c.name: c.settings() for c in cases}},
+                     "models": {name: c.settings() for name, c in cases.items()}},
         "machine": machine_facts(dev),
     }
     log("dense peaks (matmul, convolution)")
     report["peaks"] = peaks(dev, quick)
     prec = "bf16" if bf16 else "fp32"  # the precision of the fastest paths, and of the MFU yardstick
-    head_peak = report["peaks"][prec]["tflops"]
+    rungs = ladder(dev, bf16, compile)
     cudnn_benchmark = torch.backends.cudnn.benchmark
     try:
-        train = {c.name: run_ladder(c, rungs, dev, report["peaks"], True, warmup, repeats, log) for c in cases}
-        infer = {c.name: run_ladder(c, rungs, dev, report["peaks"], False, warmup, repeats, log) for c in cases}
+        train = {n: run_ladder(c, rungs, dev, report["peaks"], True, warmup, repeats, log) for n, c in cases.items()}
+        infer = {n: run_ladder(c, rungs, dev, report["peaks"], False, warmup, repeats, log) for n, c in cases.items()}
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark
-    main = train["openstl-s"]
+    report["train"] = train_section(train, cases[HEADLINE], report["peaks"][prec]["tflops"], prec)
+    report["inference"] = inference_section(infer)
+    log("stream vs sliding window")
+    report["stream"] = stream_section(cases, dev, prec, quick, compile)
+    default = cases["default"]
+    best = train["default"]["best_tflops"]
+    steps_per_s = best * 1e12 / train["default"]["flops_per_step"] if best else None
+    log("data path")
+    report["data"] = data_bench(quick, default.batch, default.context, default.horizon, default.size, steps_per_s)
+    log("accuracy guard: fp32 vs bf16 training")
+    report["accuracy"] = accuracy_bench(default, dev, steps=2 if quick else 60, bf16=bf16)
+    return report
+
+
+HEADLINE = "openstl-s"  # the model of the headline training and inference figures
+
+
+def train_section(train: dict, case: ModelCase, head_peak: float, prec: str) -> dict:
+    """The ``train`` section: the headline model's speed-up, MFU and ceiling, every model's ladder."""
+    main = train[HEADLINE]
     naive_tflops = next((r.get("tflops") for r in main["rungs"] if r["naive"]), None)
-    stack = cases[0].build()
-    side = cases[0].size // stack.patch
-    report["train"] = {
-        "model": "openstl-s",
+    stack = case.build()
+    side = case.size // stack.patch
+    return {
+        "model": HEADLINE,
         "speedup_vs_naive": main["speedup_vs_naive"],
         "mfu": main["best_tflops"] / head_peak if main["best_tflops"] else None,
         "mfu_peak": prec,
@@ -165,27 +182,29 @@ def run_bench(device: str = "auto", quick: bool = False, threads: int | None = N
         "valid_tap_fraction": valid_tap_fraction(stack.kernel_size, side, side),
         "models": train,
     }
-    report["inference"] = {
-        "model": "openstl-s",
-        "sequences_per_s": max((r.get("sequences_per_s") or 0) for r in infer["openstl-s"]["rungs"]),
-        "speedup_vs_naive": infer["openstl-s"]["speedup_vs_naive"],
+
+
+def inference_section(infer: dict) -> dict:
+    """The ``inference`` section: the headline model's best sequences/s, every model's ladder."""
+    return {
+        "model": HEADLINE,
+        "sequences_per_s": max((r.get("sequences_per_s") or 0) for r in infer[HEADLINE]["rungs"]),
+        "speedup_vs_naive": infer[HEADLINE]["speedup_vs_naive"],
         "models": infer,
     }
-    default = cases[1]
-    log("stream vs sliding window")
+
+
+def stream_section(cases: dict, dev: torch.device, prec: str, quick: bool, compile: bool) -> dict:
+    """The ``stream`` section: the default model (eager and compiled, short and long clip) at the top,
+    the stacked model beside it under ``models``."""
+    from convlstm_cli.bench.stream import stream_bench
+
     short, long = (10, 100) if quick else (100, 1000)
     predictions = 3 if quick else 30
-    report["stream"] = stream_bench(default, dev, prec, channels_last=True, lengths=(short, long),
-                                    windows=(10, 20), predictions=predictions, compile=compile)
+    out = stream_bench(cases["default"], dev, prec, channels_last=True, lengths=(short, long),
+                       windows=(10, 20), predictions=predictions, compile=compile)
     # The stacked model streams next to it, where a prediction costs a 1×1 head: eager, short clip
     # only (a frame costs ~5× the default model's; flatness is the default model's figure).
-    report["stream"]["models"] = {cases[0].name: stream_bench(
-        cases[0], dev, prec, channels_last=True, lengths=(short,), windows=(10, 20),
-        predictions=max(3, predictions // 3))}
-    best_default = train["default"]["best_tflops"]
-    steps_per_s = best_default * 1e12 / train["default"]["flops_per_step"] if best_default else None
-    log("data path")
-    report["data"] = data_bench(quick, default.batch, default.context, default.horizon, default.size, steps_per_s)
-    log("accuracy guard: fp32 vs bf16 training")
-    report["accuracy"] = accuracy_bench(default, dev, steps=2 if quick else 60, bf16=bf16)
-    return report
+    out["models"] = {HEADLINE: stream_bench(cases[HEADLINE], dev, prec, channels_last=True, lengths=(short,),
+                                            windows=(10, 20), predictions=max(3, predictions // 3))}
+    return out

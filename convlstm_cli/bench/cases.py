@@ -116,7 +116,7 @@ def default_case(device: torch.device, quick: bool) -> ModelCase:
 
 def openstl_case(device: torch.device, quick: bool) -> ModelCase:
     """OpenSTL ConvLSTM-S on Moving-MNIST-sized input (a tiny stand-in with --quick)."""
-    from convlstm_cli.model.stacked import StackedConvLSTM
+    from convlstm_cli.bench.stacked import StackedConvLSTM
 
     if quick:
         return ModelCase("openstl-s", lambda: StackedConvLSTM(hidden_channels=(16, 16)), 1, 1, 4, 4, 32)

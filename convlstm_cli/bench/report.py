@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from convlstm_cli import atomic
+from convlstm_cli import atomic, jsonsafe
 
 
 def _num(v, fmt: str = ".2f", none: str = "-") -> str:
@@ -114,17 +114,6 @@ def render(report: dict, console: Console | None = None) -> None:
     )
 
 
-def _clean(v):
-    # JSON has no NaN/inf: write null rather than an invalid file.
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
-
-
 def write_json(report: dict, path: str | Path) -> Path:
     """Write the report to `path` via a temporary file (never half-written)."""
-    return atomic.write_text(path, json.dumps(_clean(report), indent=2) + "\n")
+    return atomic.write_text(path, json.dumps(jsonsafe.clean(report), indent=2) + "\n")

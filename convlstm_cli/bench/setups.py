@@ -1,7 +1,8 @@
 """Set up and time one model on one rung: a training step, or an inference call.
 
-A training step is what `convlstm train` does per chunk: forward under autocast from the carried
-state, MSE loss in float32, backward, AdamW step, state detached. An inference call predicts `horizon`
+A training step is `convlstm train`'s own (`convlstm_cli.step.train_step`): forward under autocast
+from the carried state, MSE loss in float32, backward, gradient clipping, AdamW step (fused where
+torch has it), state detached. An inference call predicts `horizon`
 frames from `context` frames for a batch of sequences, from a zero state.
 
 On CUDA every rung but the naive one runs with `cudnn.benchmark` (fixed shapes: cuDNN picks its
@@ -18,13 +19,13 @@ from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from convlstm_cli.bench.cases import ModelCase, Rung
 from convlstm_cli.device import autocast
 from convlstm_cli.model.reference import to_reference
 from convlstm_cli.model.state import StreamState
+from convlstm_cli.step import make_optimizer, train_step
 
 
 def build(case: ModelCase, rung: Rung, device: torch.device, train: bool) -> tuple[nn.Module, Callable]:
@@ -60,68 +61,48 @@ def amp(device: torch.device, rung: Rung, graphs: bool = False):
     return autocast(device, rung.precision)
 
 
-def detached(state):
-    return state.detach() if isinstance(state, StreamState) else state
-
-
-def _optimizer(model: nn.Module, device: torch.device, capturable: bool) -> torch.optim.Optimizer:
-    params = list(model.parameters())
-    if capturable:
-        return torch.optim.AdamW(params, lr=1e-4, capturable=True, foreach=True)
-    try:  # what `convlstm train` uses where it exists
-        return torch.optim.AdamW(params, lr=1e-4, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(params, lr=1e-4)
-
-
 def train_setup(case: ModelCase, rung: Rung, device: torch.device) -> Callable[[], Callable[[], None]]:
-    """A set-up function for `timing.measure` returning one training step."""
+    """A set-up function for `timing.measure` returning one training step (`convlstm_cli.step`)."""
 
     def setup() -> Callable[[], None]:
         model, net = build(case, rung, device, train=True)
-        opt = _optimizer(model, device, capturable=rung.graphs)
+        params = list(model.parameters())
+        opt, fused = make_optimizer(params, device, lr=1e-4, capturable=rung.graphs)
         x, y = case.data(device, case.batch)
         box = {"state": case.initial_state(model, x)}
-
-        def body(graphs: bool = False):
-            with amp(device, rung, graphs):
-                pred, new = case.forward(net, x, box["state"])
-            loss = F.mse_loss(pred.float(), y)
-            loss.backward()
-            opt.step()
-            return new
+        if rung.graphs and box["state"] is not None:  # static and separate: zero h and c may share storage
+            box["state"] = StreamState([(h.clone(), c.clone()) for h, c in box["state"]])
 
         def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            box["state"] = detached(body())
+            # Gradient clipping at 1.0 as `convlstm train` does; inside a graph nothing may sync the host.
+            _, _, new = train_step(lambda inp, s: case.forward(net, inp, s), opt, [(x, y, None)], box["state"],
+                                   params=params, fused=fused, amp=lambda: amp(device, rung, rung.graphs),
+                                   grad_clip=1.0, host_sync=not rung.graphs)
+            if rung.graphs:
+                _copy_state(box["state"], new)
+            else:
+                box["state"] = new
 
-        if rung.graphs:
-            if box["state"] is not None:  # static and separate: a zero state may share one tensor for h, c
-                box["state"] = StreamState([(h.clone(), c.clone()) for h, c in box["state"]])
-            return capture(lambda: body(graphs=True), opt, box, device)
-        return step
+        return capture(step, device) if rung.graphs else step
 
     return setup
 
 
-def capture(body: Callable, opt: torch.optim.Optimizer, box: dict, device: torch.device) -> Callable[[], None]:
-    """Capture `body` (forward + backward + optimizer step) in a CUDA graph; return its replay.
+def capture(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
+    """Capture `fn` in a CUDA graph after three warm-up calls on a side stream; return its replay.
 
-    The carried state is static: the graph copies its new state into the tensors it read at the start.
+    Everything `fn` reads and writes between calls must live in static tensors (the carried state
+    is copied back into the tensors it was read from, see `train_setup`).
     """
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):  # warm up off the default stream, as capture requires
         for _ in range(3):
-            opt.zero_grad(set_to_none=True)
-            new = body()
-            _copy_state(box["state"], new)
+            fn()
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=True)  # grads are then allocated inside the graph's pool
     with torch.cuda.graph(graph):
-        new = body()
-        _copy_state(box["state"], new)
+        fn()
     return graph.replay
 
 
@@ -145,17 +126,6 @@ def infer_setup(case: ModelCase, rung: Rung, device: torch.device) -> Callable[[
                 state = case.initial_state(model, x)
                 return case.forward(net, x, state)
 
-        if not rung.graphs:
-            return run
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                run()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            run()
-        return graph.replay
+        return capture(run, device) if rung.graphs else run
 
     return setup

@@ -1,21 +1,23 @@
 """The `convlstm` command: a Typer app whose commands are thin.
 
-Each command lives in its own module and only validates options, calls library functions and turns
-known errors (`InputError`) into one line on stderr with exit code 2 (`with known_errors():`).
-`CONVLSTM_DEBUG=1` re-raises them so the traceback shows. Heavy imports (torch, av) happen inside the
-commands, so `--help` stays fast.
+Each command lives in its own module, validates its options, calls library functions and turns
+errors into one line (`common.known_errors`: exit 2 for bad input, 1 for anything unexpected).
+Each module registers its commands on the app it is given (`register(app)`), so no command imports
+this root. Heavy imports (torch, av) happen inside the commands, so `--help` stays fast.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
+import sys
 from typing import Annotated
 
 import typer
 
 from convlstm_cli import __version__
+from convlstm_cli.cli import bench, data, demo, predict, train
+from convlstm_cli.cli.common import debug_enabled, fail, internal_error, known_errors
+
+__all__ = ["app", "debug_enabled", "fail", "known_errors", "main"]
 
 app = typer.Typer(
     name="convlstm",
@@ -41,34 +43,20 @@ def _root(
     """Train, run and benchmark ConvLSTM encoder-forecasters on folders of videos."""
 
 
-def debug_enabled() -> bool:
-    """True when CONVLSTM_DEBUG asks for tracebacks instead of one-line errors."""
-    return os.environ.get("CONVLSTM_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
-
-
-def fail(message: str) -> typer.Exit:
-    """Print `error: message` on stderr and return the exit (code 2) for the caller to raise."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=2)
-
-
-@contextlib.contextmanager
-def known_errors() -> Iterator[None]:
-    """Turn `InputError`s raised inside the block into one line and exit code 2."""
-    from convlstm_cli.errors import InputError
-
-    try:
-        yield
-    except InputError as e:
-        if debug_enabled():
-            raise
-        raise fail(str(e)) from None
+for _module in (train, predict, data, demo, bench):
+    _module.register(app)
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
-
-
-# Importing the command modules registers their commands on `app` (they import `app` from here).
-from convlstm_cli.cli import bench, data, demo, predict, train  # noqa: E402, F401
+    """Console-script entry point: anything that escapes a command is still one line (exit 1)."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - no traceback reaches a user
+        if debug_enabled():
+            raise
+        sys.exit(internal_error(e).exit_code)

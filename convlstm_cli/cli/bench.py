@@ -8,10 +8,9 @@ from typing import Annotated
 
 import typer
 
-from convlstm_cli.cli import app, fail, known_errors
+from convlstm_cli.cli.common import fail, known_errors
 
 
-@app.command("bench")
 def bench_command(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     quick: Annotated[bool, typer.Option("--quick", help="Tiny models, few repeats, no compile: a smoke run (~10 s on a quiet 2-core CPU).")] = False,
@@ -36,3 +35,8 @@ def bench_command(
     if json_path is not None:
         write_json(report, json_path)
         typer.echo(f"wrote {json_path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to `app`."""
+    app.command("bench")(bench_command)

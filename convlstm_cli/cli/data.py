@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from convlstm_cli.cli import app, fail, known_errors
+from convlstm_cli.cli.common import fail, known_errors
 
 
-@app.command("make-data")
 def make_data(
     out_dir: Annotated[Path, typer.Argument(help="Directory to write shapes_0000.mp4, ... into (created if missing).")],
     num: Annotated[int, typer.Option("--num", help="Number of videos.")] = 8,
@@ -32,7 +31,6 @@ def make_data(
     typer.echo(f"wrote {len(paths)} videos ({frames} frames of {size}x{size}, {channels} channel(s)) to {out_dir}")
 
 
-@app.command("probe")
 def probe(
     video_dir: Annotated[Path, typer.Argument(help="A directory (searched recursively) or one video file.")],
     min_frames: Annotated[int, typer.Option("--min-frames", help="Skip videos with fewer frames.")] = 1,
@@ -46,3 +44,9 @@ def probe(
         counted = " (counted by decoding)" if v.counted else ""
         typer.echo(f"{v.path}\t{v.frames} frames\t{v.width}x{v.height}\t{v.fps:g} fps\t{v.codec}{counted}")
     typer.echo(result.summary())
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to `app`."""
+    app.command("make-data")(make_data)
+    app.command("probe")(probe)

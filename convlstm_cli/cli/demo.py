@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from convlstm_cli.cli import app, known_errors
+from convlstm_cli.cli.common import known_errors
 
 
-@app.command("demo")
 def demo_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Demo directory (videos, run, prediction).")] = Path("demo"),
     config: Annotated[str, typer.Option("--config", "-c", help="Config file or sample config name.")] = "quickstart",
@@ -25,3 +24,8 @@ def demo_command(
     with known_errors():
         cfg = load_config(config, set_ or [], **{"train.device": device})
         run_demo(out, cfg, num_videos=num)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to `app`."""
+    app.command("demo")(demo_command)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from convlstm_cli.cli import app, known_errors
+from convlstm_cli.cli.common import known_errors
 
 METRIC_ROWS = (("psnr", "PSNR (dB) ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.4f}"),
                ("mse", "MSE ↓", "{:.5f}"), ("mae", "MAE ↓", "{:.4f}"))
@@ -54,7 +54,6 @@ def summary(result) -> list:
     return out
 
 
-@app.command("predict")
 def predict(
     clip: Annotated[Path, typer.Argument(help="Video clip to predict on (any length, size or colour).")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c",
@@ -101,3 +100,8 @@ def predict(
     console = Console()
     for item in summary(result):
         console.print(item)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to `app`."""
+    app.command("predict")(predict)

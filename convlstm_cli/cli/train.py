@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from convlstm_cli.cli import app, fail, known_errors
+from convlstm_cli.cli.common import fail, known_errors
 
 
-@app.command("train")
 def train_command(
     video_dir: Annotated[Path, typer.Argument(help="Folder of videos (searched recursively).")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file or a sample config name (quickstart, default, gpu).")] = None,
@@ -47,3 +46,8 @@ def train_command(
             raise typer.Exit(code=130) from None
     if result.interrupted:
         raise typer.Exit(code=130)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to `app`."""
+    app.command("train")(train_command)

@@ -11,12 +11,13 @@ crashes never leave a partial entry. The cache is not size-bounded: delete the d
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 import threading
 from pathlib import Path
 
 import numpy as np
+
+from convlstm_cli.atomic import Staged
 
 # Bump when the decoded pixels of the same settings would change (scaler, colour conversion).
 _FORMAT = "frames-v1-area"
@@ -46,10 +47,11 @@ class CacheWriter:
     `OSError` the caller can catch rather than a SIGBUS.
     """
 
-    def __init__(self, final: Path, tmp: Path, shape: tuple[int, ...]):
-        self.final, self.tmp, self.expected, self.count = final, tmp, shape[0], 0
+    def __init__(self, final: Path, shape: tuple[int, ...]):
+        self.staged = Staged(final)
+        self.expected, self.count = shape[0], 0
         self._frame_bytes = int(np.prod(shape[1:]))
-        self._file = open(tmp, "wb")
+        self._file = open(self.staged.tmp, "wb")
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape}
         np.lib.format.write_array_header_1_0(self._file, header)
 
@@ -68,13 +70,13 @@ class CacheWriter:
             self.abort()
             return False
         self._file.close()
-        os.replace(self.tmp, self.final)
+        self.staged.commit()
         return True
 
     def abort(self) -> None:
         """Discard the partial entry."""
         self._file.close()
-        self.tmp.unlink(missing_ok=True)
+        self.staged.discard()
 
 
 class FrameCache:
@@ -89,7 +91,6 @@ class FrameCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._keys: dict[tuple, str] = {}
         self._lock = threading.Lock()
-        self._serial = itertools.count()
 
     def _entry(self, path, size: tuple[int, int], channels: int, stride: int) -> Path:
         st = os.stat(path)
@@ -113,6 +114,4 @@ class FrameCache:
 
     def writer(self, path, size: tuple[int, int], channels: int, stride: int, frames: int) -> CacheWriter:
         """A writer for the entry of ``path``, expecting ``frames`` frames."""
-        entry = self._entry(path, size, channels, stride)
-        tmp = entry.with_name(f".{entry.stem}.{os.getpid()}-{next(self._serial)}.tmp.npy")
-        return CacheWriter(entry, tmp, (frames, channels, *size))
+        return CacheWriter(self._entry(path, size, channels, stride), (frames, channels, *size))

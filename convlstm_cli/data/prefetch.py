@@ -22,6 +22,7 @@ from convlstm_cli.data.cache import FrameCache
 from convlstm_cli.data.probe import Skipped
 from convlstm_cli.data.schedule import IDLE, Entry, Schedule
 from convlstm_cli.data.video import iter_frames
+from convlstm_cli.data.window import Window
 from convlstm_cli.errors import VideoError
 
 
@@ -30,8 +31,7 @@ class StreamSpec:
     """What the decoding side needs to know about a streamer."""
 
     batch_size: int
-    context: int
-    horizon: int
+    window: Window
     size: tuple[int, int]
     channels: int
     stride: int
@@ -56,11 +56,11 @@ class LaneReader:
 
     def __init__(self, s: StreamSpec, video: int, start: int):
         self.video, self.path, self.expected = video, s.paths[video], s.lengths[video]
-        self.context, self.span = s.context, s.context + s.horizon
+        self.geom = s.window
         self.next_start = self.pos = start
         self.error: str | None = None
         self.frames = self.writer = None
-        self.buffer: deque[np.ndarray] = deque(maxlen=self.span)
+        self.buffer: deque[np.ndarray] = deque(maxlen=self.geom.span)
         self.cached = s.cache.load(self.path, s.size, s.channels, s.stride) if s.cache else None
         if self.cached is None:
             self.frames = iter_frames(self.path, s.size, s.channels, s.stride, start, on_error=self._on_error)
@@ -82,12 +82,13 @@ class LaneReader:
 
     def window(self, start: int):
         """Frames ``[start, start + span)``: an array or list of ``[C, H, W]``, or a `Failure`."""
+        span = self.geom.span
         if self.cached is not None:
-            if start + self.span > len(self.cached):
+            if not self.geom.fits(start, len(self.cached)):
                 return Failure(len(self.cached), f"cached frames end at {len(self.cached)}")
-            self.next_start = start + self.context
-            return self.cached[start : start + self.span]
-        while self.pos < start + self.span:
+            self.next_start = start + self.geom.context
+            return self.cached[start : start + span]
+        while self.pos < start + span:
             frame = next(self.frames, None)
             if frame is None:
                 reason = self.error or f"ended after {self.pos} frames, the probe counted {self.expected}"
@@ -96,8 +97,8 @@ class LaneReader:
                 self._to_cache(frame)
             self.buffer.append(frame)
             self.pos += 1
-        self.next_start = start + self.context
-        if self.writer is not None and self.next_start + self.span > self.expected:
+        self.next_start = start + self.geom.context
+        if self.writer is not None and not self.geom.fits(self.next_start, self.expected):
             self._finish_cache()  # the video's last window: only the short tail is left to decode
         return list(self.buffer)
 
@@ -129,8 +130,8 @@ class Flight:
     def __init__(self, entries: list[Entry], s: StreamSpec):
         b, c, (h, w) = s.batch_size, s.channels, s.size
         self.entries = entries
-        self.inputs = torch.empty((b, s.context, c, h, w), dtype=torch.uint8, pin_memory=s.pin_memory)
-        self.targets = torch.empty((b, s.horizon, c, h, w), dtype=torch.uint8, pin_memory=s.pin_memory)
+        self.inputs = torch.empty((b, s.window.context, c, h, w), dtype=torch.uint8, pin_memory=s.pin_memory)
+        self.targets = torch.empty((b, s.window.horizon, c, h, w), dtype=torch.uint8, pin_memory=s.pin_memory)
         self.done = [False] * b
         self.failures: dict[int, Failure] = {}
 
@@ -258,7 +259,7 @@ class Prefetcher:
             if isinstance(frames, Failure):
                 flight.failures[lane] = frames
             else:
-                flight.fill(lane, frames, self.s.context)
+                flight.fill(lane, frames, self.s.window.context)
             flight.done[lane] = True
             self.lane_next[lane] = t + 1
             self.cond.notify_all()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from convlstm_cli.data.probecache import ProbeCache
-from convlstm_cli.data.video import _ffmpeg_message, _open_video, _video_error
+from convlstm_cli.data.video import ffmpeg_message, open_video
 from convlstm_cli.errors import InputError, NoUsableVideoError, VideoError
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (
@@ -99,7 +99,7 @@ def _count_decoded(path) -> tuple[int, str | None]:
     """Count frames by decoding them (no conversion); (count, error message or None)."""
     import av
 
-    container, stream = _open_video(path)
+    container, stream = open_video(path)
     count = 0
     try:
         with container:
@@ -107,7 +107,7 @@ def _count_decoded(path) -> tuple[int, str | None]:
             for _ in container.decode(stream):
                 count += 1
     except (av.FFmpegError, ValueError) as e:
-        return count, _ffmpeg_message(e)
+        return count, ffmpeg_message(e)
     return count, None
 
 
@@ -127,22 +127,22 @@ def probe_video(path) -> VideoInfo:
     Raises:
         VideoError: The file cannot be used; the message names it and gives the reason.
     """
-    container, stream = _open_video(path)
+    container, stream = open_video(path)
     with container:
         cc = stream.codec_context
         info = VideoInfo(str(path), 0, cc.height, cc.width, _fps(stream), cc.name)
         header = stream.frames
         packets, dropped, damaged = _count_packets(container, stream)
     if header > 0 and packets + dropped < header:
-        raise _video_error(path, f"truncated: the container lists {header} frames, the file holds {packets + dropped}")
+        raise VideoError(path, f"truncated: the container lists {header} frames, the file holds {packets + dropped}")
     if header > 0 and packets == header and not damaged:
         info.frames = header
         return info
     frames, error = _count_decoded(path)
     if error is not None:
-        raise _video_error(path, f"damaged: decoding failed after {frames} frames ({error})")
+        raise VideoError(path, f"damaged: decoding failed after {frames} frames ({error})")
     if frames == 0:
-        raise _video_error(path, "no decodable frames")
+        raise VideoError(path, "no decodable frames")
     info.frames, info.counted = frames, True
     return info
 
@@ -201,7 +201,7 @@ def probe_videos(root, min_frames: int = 1, workers: int = 2) -> ProbeResult:
             try:
                 info = probe_video(p)
             except VideoError as e:
-                reason = getattr(e, "reason", str(e))
+                reason = e.reason
                 cache.put(p, error=reason)
                 return Skipped(str(p), reason)
             cache.put(p, info)

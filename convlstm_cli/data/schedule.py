@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from convlstm_cli.data.window import Window
 from convlstm_cli.errors import NoUsableVideoError
 
 IDLE = -1
@@ -20,17 +21,11 @@ IDLE = -1
 
 @dataclass(frozen=True)
 class Entry:
-    """One lane in one batch: play window ``[start, start + context + horizon)`` of ``video``."""
+    """One lane in one batch: play the window starting at ``start`` of ``video``."""
 
     video: int  # IDLE (-1) when the lane holds no data
     start: int
     reset: bool
-
-
-def windows(length: int, context: int, horizon: int) -> int:
-    """Number of windows a video of ``length`` strided frames yields."""
-    span = context + horizon
-    return 0 if length < span else (length - span) // context + 1
 
 
 def shard(names: list[str], counts: list[int], rank: int, world_size: int) -> list[int]:
@@ -63,15 +58,15 @@ class Schedule:
     Args:
         lengths: Strided frame count of each video.
         lanes: Batch size B.
-        context, horizon: Window = ``context`` inputs + ``horizon`` targets; lanes advance ``context``.
+        window: The window geometry; lanes advance ``window.context`` frames per batch.
         seed, salt: The queue of epoch e is a permutation drawn from ``(seed, salt, e)``.
         shuffle: False keeps the videos in index order.
         loop: True refills the queue forever; False plays one pass, then lanes go idle.
     """
 
-    def __init__(self, lengths, lanes, context, horizon, seed=0, salt=0, shuffle=True, loop=True):
+    def __init__(self, lengths, lanes: int, window: Window, seed=0, salt=0, shuffle=True, loop=True):
         self.lengths = list(lengths)
-        self.context, self.span = context, context + horizon
+        self.window = window
         self.seed, self.salt, self.shuffle, self.loop = seed, salt, shuffle, loop
         self.broken: dict[int, int] = {}  # video -> frames that could really be read
         self.epoch, self.ptr = 0, 0
@@ -99,7 +94,7 @@ class Schedule:
                 self.order = self.order_for(self.epoch)
             video = self.order[self.ptr]
             self.ptr += 1
-            if self.length(video) >= self.span:
+            if self.window.count(self.length(video)):
                 return video
             drawn += 1
             if drawn > len(self.order):
@@ -109,19 +104,19 @@ class Schedule:
         """Plan the next batch; None when a non-looping pass is over (every lane idle)."""
         entries = []
         for b, (video, pos) in enumerate(self.lanes):
-            if video != IDLE and pos + self.span <= self.length(video):
+            if video != IDLE and self.window.fits(pos, self.length(video)):
                 entries.append(Entry(video, pos, False))
             else:
                 video = self._draw()
                 pos = 0
                 entries.append(Entry(video, 0, video != IDLE))
-            self.lanes[b] = (video, pos + self.context if video != IDLE else 0)
+            self.lanes[b] = (video, pos + self.window.context if video != IDLE else 0)
         return None if all(e.video == IDLE for e in entries) else entries
 
     def finished(self) -> bool:
         """True when a non-looping pass has nothing left to play."""
         return not self.loop and self.ptr >= len(self.order) and all(
-            v == IDLE or p + self.span > self.length(v) for v, p in self.lanes
+            v == IDLE or not self.window.fits(p, self.length(v)) for v, p in self.lanes
         )
 
     def new_pass(self) -> None:

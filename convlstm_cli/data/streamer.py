@@ -51,7 +51,8 @@ import torch
 from convlstm_cli.data.cache import FrameCache
 from convlstm_cli.data.prefetch import Flight, Prefetcher, StreamSpec
 from convlstm_cli.data.probe import Skipped, VideoInfo, probe_video
-from convlstm_cli.data.schedule import IDLE, Schedule, shard, windows
+from convlstm_cli.data.schedule import IDLE, Schedule, shard
+from convlstm_cli.data.window import Window
 from convlstm_cli.errors import ConfigError, InputError, NoUsableVideoError, VideoError
 
 STATE_FORMAT = "convlstm-cli/clip-streamer/1"
@@ -142,7 +143,7 @@ class ClipStreamer:
         pin_memory: bool | None = None,
     ):
         _check_args(batch_size, context, horizon, size, channels, stride, rank, world_size, workers, prefetch)
-        self.batch_size, self.context, self.horizon = batch_size, context, horizon
+        self.batch_size, self.window = batch_size, Window(context, horizon)
         self.size, self.channels, self.stride = (int(size[0]), int(size[1])), channels, stride
         self.seed, self.shuffle, self.loop, self.rank, self.world_size = seed, shuffle, loop, rank, world_size
         self.workers, self.prefetch = workers, prefetch
@@ -155,7 +156,7 @@ class ClipStreamer:
         self._lengths = [v.strided_frames(stride) for v in self.videos]
         self._names = _relative_names(self._paths)
         self._spec = StreamSpec(
-            batch_size, context, horizon, self.size, channels, stride, workers, prefetch, self.pin_memory,
+            batch_size, self.window, self.size, channels, stride, workers, prefetch, self.pin_memory,
             self._paths, self._lengths, FrameCache(cache_dir) if cache_dir else None,
         )  # fmt: skip
         self._position = (self._new_schedule(fresh=True).snapshot(), {})
@@ -171,21 +172,20 @@ class ClipStreamer:
             try:
                 infos.append(v if isinstance(v, VideoInfo) else probe_video(path))
             except VideoError as e:
-                self.skipped.append(Skipped(path, getattr(e, "reason", str(e))))
-        span = self.context + self.horizon
+                self.skipped.append(Skipped(path, e.reason))
         usable = []
         for info in sorted(infos, key=lambda i: i.path):
             n = info.strided_frames(self.stride)
-            if windows(n, self.context, self.horizon):
+            if self.window.count(n):
                 usable.append(info)
             else:
-                self.skipped.append(
-                    Skipped(info.path, f"too short: {n} frames at stride {self.stride}, a window needs {span}")
-                )
+                self.skipped.append(Skipped(
+                    info.path, f"too short: {n} frames at stride {self.stride}, a window needs {self.window.span}"
+                ))
         if not usable:
             why = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in self.skipped[:3])
             raise NoUsableVideoError(f"no usable video among {len(seen)} given ({why})")
-        counts = [windows(i.strided_frames(self.stride), self.context, self.horizon) for i in usable]
+        counts = [self.window.count(i.strided_frames(self.stride)) for i in usable]
         mine = shard([i.path for i in usable], counts, self.rank, self.world_size)
         if not mine:
             raise NoUsableVideoError(
@@ -194,10 +194,7 @@ class ClipStreamer:
         return [usable[i] for i in mine]
 
     def _new_schedule(self, fresh: bool = False) -> Schedule:
-        sched = Schedule(
-            self._lengths, self.batch_size, self.context, self.horizon,
-            self.seed, self.rank, self.shuffle, self.loop,
-        )  # fmt: skip
+        sched = Schedule(self._lengths, self.batch_size, self.window, self.seed, self.rank, self.shuffle, self.loop)
         if not fresh:
             sched.restore(self._position[0])
             sched.broken = dict(self._position[1])
@@ -206,6 +203,14 @@ class ClipStreamer:
     def _report(self, problem: Skipped) -> None:
         if problem not in self.problems:
             self.problems.append(problem)
+
+    @property
+    def context(self) -> int:
+        return self.window.context
+
+    @property
+    def horizon(self) -> int:
+        return self.window.horizon
 
     @property
     def epoch(self) -> int:

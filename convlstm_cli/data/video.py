@@ -1,4 +1,4 @@
-"""Video files through PyAV (FFmpeg): open, decode + resize, write H.264.
+"""Video files through PyAV (FFmpeg): open, decode + resize, write (H.264 or GIF).
 
 Frames are uint8 arrays ``[C, H, W]`` (C = 1 gray or 3 RGB); resizing and colour conversion run
 inside FFmpeg (swscale) with ``threads=1``, because PyAV's threaded conversion is several times
@@ -17,7 +17,7 @@ Finding and probing files (`VideoInfo`, `probe_videos`) is in `convlstm_cli.data
 from __future__ import annotations
 
 import itertools
-import os
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convlstm_cli.atomic import Staged
 from convlstm_cli.errors import VideoError
 
 # Demuxers FFmpeg uses for still images; a picture renamed to .avi opens as a one-frame "video".
@@ -35,45 +36,39 @@ class VideoDecodeWarning(UserWarning):
     """A video stream broke mid-way; the frames before the break were kept."""
 
 
-def _video_error(path, reason: str) -> VideoError:
-    err = VideoError(f"{path}: {reason}")
-    err.path, err.reason = str(path), reason
-    return err
-
-
-def _ffmpeg_message(e: Exception) -> str:
-    # FFmpegError's str() repeats the file name; its strerror is the useful part.
+def ffmpeg_message(e: Exception) -> str:
+    """The useful part of an FFmpeg error (its str() repeats the file name; strerror does not)."""
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
-def _open_video(path):
+def open_video(path):
     """Open ``path`` and pick its video stream; returns (container, stream) or raises VideoError."""
     import av
 
     p = Path(path)
     if not p.is_file():
-        raise _video_error(p, "not a file" if p.exists() else "no such file")
+        raise VideoError(p, "not a file" if p.exists() else "no such file")
     if p.stat().st_size == 0:
-        raise _video_error(p, "empty file (0 bytes)")
+        raise VideoError(p, "empty file (0 bytes)")
     try:
         container = av.open(str(p), mode="r", metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
-        raise _video_error(p, f"not a readable video ({_ffmpeg_message(e)})") from None
+        raise VideoError(p, f"not a readable video ({ffmpeg_message(e)})") from None
     try:
         if container.format.name in _IMAGE_FORMATS:
-            raise _video_error(p, f"a still image ({container.format.name}), not a video")
+            raise VideoError(p, f"a still image ({container.format.name}), not a video")
         streams = [
             s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic
         ]
         if not streams:
             kind = "audio only" if container.streams.audio else "no streams"
-            raise _video_error(p, f"no video stream ({kind})")
+            raise VideoError(p, f"no video stream ({kind})")
         stream = streams[0]
         # PyAV#2344: decoding a stream without a codec context kills the process; never touch it.
         if stream.codec_context is None:
-            raise _video_error(p, "video stream has no decoder (corrupt header or unsupported codec)")
+            raise VideoError(p, "video stream has no decoder (corrupt header or unsupported codec)")
         if stream.codec_context.width <= 0 or stream.codec_context.height <= 0:
-            raise _video_error(p, "video stream has no frame size (corrupt header)")
+            raise VideoError(p, "video stream has no frame size (corrupt header)")
     except BaseException:
         container.close()
         raise
@@ -114,7 +109,7 @@ def iter_frames(
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if stride < 1 or start < 0:
         raise ValueError(f"stride must be >= 1 and start >= 0, got stride={stride}, start={start}")
-    container, stream = _open_video(path)
+    container, stream = open_video(path)
     fmt = "gray" if channels == 1 else "rgb24"
     # Frame threading helps large frames; for small ones its hand-offs cost more than they save.
     if stream.codec_context.width * stream.codec_context.height >= 640 * 360:
@@ -146,7 +141,7 @@ def _decode(container, stream, path, size, fmt, stride, first, on_error) -> Iter
             except StopIteration:
                 return
             except (av.FFmpegError, ValueError, MemoryError) as e:
-                on_error(f"{path}: stream broke after frame {index} ({_ffmpeg_message(e)})")
+                on_error(f"{path}: stream broke after frame {index} ({ffmpeg_message(e)})")
                 return
             index += 1
             yield array[None] if fmt == "gray" else np.ascontiguousarray(array.transpose(2, 0, 1))
@@ -187,69 +182,150 @@ def _as_thwc(frames: np.ndarray) -> np.ndarray:
     return frames
 
 
-_write_serial = itertools.count()  # unique temporary names for concurrent writers in one process
+# Output frame rates a file can hold. GIF stores delays in 1/100 s and browsers play delays under
+# 2/100 s as 10/100 s, so a GIF tops out at 50 frames/s. mp4 holds any rate in principle, but players
+# and H.264 levels do not: 240 (high-speed cameras) is the most we write. Slower than 1 frame/s is
+# shown at 1 frame/s. A clip's rate can be far outside this: timestamps that average thousands of
+# frames/s, or a time-lapse.
+MAX_FPS = {"gif": 50.0, "video": 240.0}
+MIN_FPS = 1.0
 
 
-def write_video(
-    path,
-    frames: np.ndarray,
-    fps: float = 10.0,
-    crf: int = 18,
-    codec: str = "libx264",
-    pix_fmt: str = "yuv420p",
-    options: dict[str, str] | None = None,
-    faststart: bool = True,
-) -> Path:
-    """Encode frames to a video file (H.264 mp4 by default), atomically.
+def output_rate(fps: float, gif: bool) -> tuple[Fraction, str | None]:
+    """The rate to write for a clip of `fps` frames/s, and a note when it had to be changed."""
+    top = MAX_FPS["gif" if gif else "video"]
+    kind = "GIF" if gif else "video"
+    if not fps or not math.isfinite(fps) or fps <= 0:
+        return Fraction(10), f"the clip declares no frame rate: the {kind} plays at 10 frames/s"
+    clamped = min(max(fps, MIN_FPS), top)
+    rate = Fraction(clamped).limit_denominator(1001)
+    if clamped != fps:
+        return rate, f"the clip's {fps:.4g} frames/s is outside what a {kind} holds: it plays at {float(rate):g}"
+    return rate, None
 
-    The file is written under a temporary name in the same directory and moved into place at the
-    end, so a reader never sees half a file. Odd sizes are padded to even ones by repeating the last
-    row/column (yuv420p needs even sizes).
+
+class VideoWriter:
+    """Encode frames one at a time into a video file (H.264 by default) or a GIF, atomically.
+
+    Frames go to a hidden temporary file beside `path` (`atomic.Staged`); `commit()` moves it into
+    place, `discard()` (or an exception inside a ``with`` block) deletes it, so nothing half-written
+    ever carries the final name. Odd sizes are padded to even ones by repeating the last row/column
+    (yuv420p needs even sizes). The rate is clamped to what the format holds (`output_rate`; the
+    reason is in `note`).
 
     Args:
-        path: Output file; its extension picks the container (.mp4, .mkv, .webm, .avi, .mov, ...).
-        frames: uint8 (or float in [0, 1]) ``[T, H, W]`` gray, ``[T, H, W, C]`` or ``[T, C, H, W]``
-            with C = 1 or 3 (channels-first when dim 1 is 1 or 3 and the last is not).
-            The parent directory is created if missing.
+        path: Output file; its extension picks the container (.mp4, .mkv, .webm, .avi, .mov, .gif).
         fps: Frame rate.
+        codec: FFmpeg encoder; default libx264 (mpeg4 where FFmpeg lacks it), gif for .gif files.
         crf: Quality for libx264 / libvpx-vp9 (0 = lossless in YUV, 18 ≈ visually lossless).
-        codec: FFmpeg encoder name.
-        pix_fmt: Encoder pixel format.
+        pix_fmt: Encoder pixel format (default yuv420p; gray or rgb8 for a GIF).
         options: Extra encoder options; they override the defaults derived from ``crf``.
         faststart: Put the mp4/mov index first, so players can start before the file is loaded.
+        max_frames: Frames beyond this are ignored (a GIF of a long clip would be huge).
+    """
+
+    def __init__(self, path, fps: float = 10.0, codec: str | None = None, crf: int = 18,
+                 pix_fmt: str | None = None, options: dict[str, str] | None = None, faststart: bool = True,
+                 max_frames: int | None = None) -> None:
+        import av
+
+        self.path = Path(path)
+        self.gif = self.path.suffix.lower() == ".gif" or codec == "gif"
+        self.rate, self.note = output_rate(fps, self.gif)
+        self.codec = codec or ("gif" if self.gif else "libx264" if "libx264" in av.codecs_available else "mpeg4")
+        self.crf, self.pix_fmt, self.options, self.max_frames = crf, pix_fmt, options, max_frames
+        self.frames = 0
+        self.staged = Staged(self.path)
+        mp4 = self.path.suffix.lower() in (".mp4", ".m4v", ".mov")
+        fmt_opts = {"movflags": "+faststart"} if faststart and mp4 else {}
+        self._container = av.open(str(self.staged.tmp), mode="w", format="gif" if self.gif else None,
+                                  options=fmt_opts)
+        self._stream = None
+        self._pad = (0, 0)
+
+    def _open_stream(self, h: int, w: int, c: int):
+        if self.gif:
+            opts, pix = {}, self.pix_fmt or ("gray" if c == 1 else "rgb8")
+        else:
+            opts = {"crf": str(self.crf)} if self.codec in ("libx264", "libx265", "libvpx-vp9") else {}
+            if self.codec == "libvpx-vp9":
+                opts.update({"b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"})
+            if self.codec == "mpeg4":
+                opts["qscale"] = "2"
+            pix = self.pix_fmt or "yuv420p"
+        opts.update(self.options or {})
+        self._pad = (h % 2, w % 2) if pix.startswith("yuv420") else (0, 0)
+        stream = self._container.add_stream(self.codec, rate=self.rate, options=opts)
+        stream.height, stream.width, stream.pix_fmt = h + self._pad[0], w + self._pad[1], pix
+        return stream
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one frame: [H, W], [H, W, C] or [C, H, W] (C 1 or 3), uint8 or float in [0, 1]."""
+        import av
+
+        if self.max_frames is not None and self.frames >= self.max_frames:
+            return
+        image = _as_thwc(np.asarray(frame)[None])[0]
+        if self._stream is None:
+            self._stream = self._open_stream(*image.shape)
+        if any(self._pad):
+            image = np.pad(image, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
+        gray = image.shape[-1] == 1
+        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[..., 0] if gray else image),
+                                         format="gray" if gray else "rgb24")
+        out.pts, out.time_base = self.frames, 1 / self.rate
+        self._container.mux(self._stream.encode(out))
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and close the temporary file."""
+        if self._container is None:
+            return
+        try:
+            if self._stream is not None:
+                self._container.mux(self._stream.encode(None))
+        finally:
+            self._container.close()
+            self._container = None
+
+    def commit(self) -> Path:
+        """Finish the file and move it to its final name."""
+        self.close()
+        return self.staged.commit()
+
+    def discard(self) -> None:
+        """Close and delete the temporary file (an error happened)."""
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - the encoder may be in a broken state; the file goes anyway
+            pass
+        self.staged.discard()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def write_video(path, frames: np.ndarray, fps: float = 10.0, crf: int = 18, codec: str = "libx264",
+                pix_fmt: str = "yuv420p", options: dict[str, str] | None = None, faststart: bool = True) -> Path:
+    """Encode a whole array of frames to a video file (H.264 mp4 by default), atomically.
+
+    Args:
+        path: Output file (see `VideoWriter`); the parent directory is created if missing.
+        frames: uint8 (or float in [0, 1]) ``[T, H, W]`` gray, ``[T, H, W, C]`` or ``[T, C, H, W]``
+            with C = 1 or 3 (channels-first when dim 1 is 1 or 3 and the last is not).
+        fps, crf, codec, pix_fmt, options, faststart: As for `VideoWriter`.
 
     Returns:
         The path written.
     """
-    import av
-
-    path = Path(path)
     rgb = _as_thwc(frames)
-    t, h, w, c = rgb.shape
-    pad_h, pad_w = (h % 2, w % 2) if pix_fmt.startswith("yuv420") else (0, 0)
-    if pad_h or pad_w:
-        rgb = np.pad(rgb, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    opts = {"crf": str(crf)} if codec in ("libx264", "libx265", "libvpx-vp9") else {}
-    if codec == "libvpx-vp9":
-        opts.update({"b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"})
-    opts.update(options or {})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{next(_write_serial)}.tmp{path.suffix}")
-    rate = Fraction(fps).limit_denominator(1001)
-    mp4 = path.suffix.lower() in (".mp4", ".m4v", ".mov")
-    fmt_opts = {"movflags": "+faststart"} if faststart and mp4 else {}
-    try:
-        with av.open(str(tmp), mode="w", options=fmt_opts) as container:
-            stream = container.add_stream(codec, rate=rate, options=opts)
-            stream.width, stream.height, stream.pix_fmt = w + pad_w, h + pad_h, pix_fmt
-            src = "gray" if c == 1 else "rgb24"
-            for i, image in enumerate(rgb):
-                frame = av.VideoFrame.from_ndarray(image[..., 0] if c == 1 else image, format=src)
-                frame.pts = i
-                frame.time_base = 1 / rate
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode(None))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    with VideoWriter(path, fps, codec, crf, pix_fmt, options, faststart) as writer:
+        for image in rgb:
+            writer.write(image)
+    return writer.path

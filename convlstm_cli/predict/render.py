@@ -6,21 +6,16 @@ neighbour) so small frames stay visible. The error panel is |prediction − trut
 channels, multiplied by `error_gain` (the label says so) so small errors are visible. Gray clips give
 gray images, RGB clips RGB images.
 
-Writers stream: `StreamWriter` encodes one frame at a time (mp4 or GIF, via PyAV) into a temporary
-file next to the target, and only `commit()` renames it into place, so nothing half-written ever
-carries the final name. Labels are drawn once per layout with Pillow's built-in default font (Pillow
-ships with torchvision; no font file is read from disk). PyAV and Pillow are imported lazily.
+The composed images are written by `convlstm_cli.data.video.VideoWriter` (mp4 and GIF). Labels are
+drawn once per layout with Pillow's built-in default font (no font file is read from disk). PyAV and
+Pillow are imported lazily.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
-
-from convlstm_cli.atomic import temp_path
 
 GAP = 4  # pixels between panels
 HEADER = 14  # label strip above each panel
@@ -114,80 +109,6 @@ class PanelLayout:
         """truth | prediction | error, the error panel blank ('no ground truth') without truth."""
         err = None if truth is None else error_image(pred, truth, gain)
         return self.compose([truth, pred, err])
-
-
-class StreamWriter:
-    """Encode frames one at a time to an mp4 or GIF file; `commit()` moves it into place.
-
-    Args:
-        path: the final file name; frames go to a hidden temporary file beside it until commit.
-        fps: frame rate.
-        kind: "mp4" (H.264, or MPEG-4 part 2 where libx264 is missing) or "gif".
-        max_frames: frames beyond this are ignored (GIFs of long clips would be huge).
-    """
-
-    def __init__(self, path: str | Path, fps: float, kind: str = "mp4", max_frames: int | None = None):
-        import av
-
-        self.path, self.kind, self.max_frames = Path(path), kind, max_frames
-        self.tmp = temp_path(self.path)
-        self.frames = 0
-        self._stream = None
-        self._fps = max(1, round(fps))
-        self._container = av.open(str(self.tmp), "w", format="mp4" if kind == "mp4" else "gif")
-
-    def _open_stream(self, image: np.ndarray):
-        import av
-
-        if self.kind == "gif":
-            stream = self._container.add_stream("gif", rate=self._fps)
-            stream.pix_fmt = "gray" if image.ndim == 2 else "rgb8"
-        else:
-            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-            stream = self._container.add_stream(codec, rate=self._fps)
-            stream.pix_fmt = "yuv420p"
-            # veryfast: encoding must keep up with small-frame inference on long clips.
-            stream.options = {"crf": "18", "preset": "veryfast"} if codec == "libx264" else {"qscale": "2"}
-        stream.height, stream.width = image.shape[:2]
-        return stream
-
-    def write(self, image: np.ndarray) -> None:
-        """Append one uint8 image, [H, W] gray or [H, W, 3] RGB (all of one size)."""
-        import av
-
-        if self.max_frames is not None and self.frames >= self.max_frames:
-            return
-        if self._stream is None:
-            self._stream = self._open_stream(image)
-        fmt = "gray" if image.ndim == 2 else "rgb24"
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=fmt)
-        for packet in self._stream.encode(frame):
-            self._container.mux(packet)
-        self.frames += 1
-
-    def close(self) -> None:
-        """Flush the encoder and close the temporary file."""
-        if self._container is None:
-            return
-        if self._stream is not None:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-        self._container.close()
-        self._container = None
-
-    def commit(self) -> Path:
-        """Close and rename the temporary file to its final name."""
-        self.close()
-        os.replace(self.tmp, self.path)
-        return self.path
-
-    def discard(self) -> None:
-        """Close and delete the temporary file (an error happened)."""
-        try:
-            self.close()
-        except Exception:  # the encoder may be in a broken state; the file goes anyway
-            pass
-        self.tmp.unlink(missing_ok=True)
 
 
 def encode_png(image: np.ndarray) -> bytes:

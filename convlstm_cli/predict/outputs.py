@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from convlstm_cli.atomic import temp_path
-from convlstm_cli.render import PanelLayout, StreamWriter, encode_png, strip_image
+from convlstm_cli import jsonsafe
+from convlstm_cli.atomic import Staged
+from convlstm_cli.data.video import VideoWriter
+from convlstm_cli.errors import InputError
+from convlstm_cli.predict.render import PanelLayout, encode_png, strip_image
 
 STRIP_MAX_COLUMNS = 16  # forecast.png shows at most this many forecast frames (evenly spread)
-DEFAULT_FPS = 10.0  # for clips whose container gives no frame rate
 
 
 def to_uint8(x: Tensor) -> np.ndarray:
@@ -89,7 +90,7 @@ def open_clip(path: str | Path, config, max_frames: int | None = None) -> ClipSo
     expected = info.strided_frames(stride)
     if max_frames:
         expected = min(expected, max_frames)
-    fps = info.fps / stride if info.fps > 0 else DEFAULT_FPS
+    fps = info.fps / stride if info.fps > 0 else 0.0  # 0: no declared rate (the writers say so)
     return ClipSource(path, (h, w), c, stride, fps, expected, max_frames, notes)
 
 
@@ -116,24 +117,20 @@ class PredictionOutputs:
         wants_frames = self.want.get("video") or self.want.get("gif")
         self.layout = PanelLayout(h, w, source.channels, self.labels) if wants_frames else None
         self.count = 0  # images composed for the video
-        self.writers: dict[str, StreamWriter] = {}
+        self.writers: dict[str, VideoWriter] = {}
         self.strip: tuple[int, Sequence[np.ndarray], np.ndarray] | None = None
-        self.temps: list[tuple[Path, Path]] = []  # (temporary, final) of finished files
+        self.staged: list[Staged] = []  # finished files waiting for commit
         self._created_dir = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def __enter__(self) -> PredictionOutputs:
         if self.dir is not None:
             if self.dir.exists() and not self.dir.is_dir():
-                from convlstm_cli.errors import InputError
-
                 raise InputError(f"{self.dir}: exists and is not a directory (--out needs a directory)")
             self._created_dir = not self.dir.exists()
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
             except OSError as e:
-                from convlstm_cli.errors import InputError
-
                 raise InputError(f"{self.dir}: cannot create the output directory ({e.strerror})") from None
         return self
 
@@ -145,8 +142,8 @@ class PredictionOutputs:
         """Delete every temporary file (and the output directory if this run made it and it is empty)."""
         for w in self.writers.values():
             w.discard()
-        for tmp, _ in self.temps:
-            tmp.unlink(missing_ok=True)
+        for s in self.staged:
+            s.discard()
         if self._created_dir and self.dir is not None:
             try:
                 self.dir.rmdir()
@@ -154,13 +151,15 @@ class PredictionOutputs:
                 pass
 
     # -- streaming ---------------------------------------------------------------------------------
-    def _writer(self, kind: str) -> StreamWriter | None:
+    def _writer(self, kind: str) -> VideoWriter | None:
         if not self.want.get(kind):
             return None
         if kind not in self.writers:
             name = "prediction.mp4" if kind == "video" else "prediction.gif"
             cap = self.gif_max_frames if kind == "gif" else None
-            self.writers[kind] = StreamWriter(self.dir / name, self.source.fps, "mp4" if kind == "video" else "gif", cap)
+            # veryfast: encoding must keep up with small-frame inference on long clips.
+            opts = {"preset": "veryfast"} if kind == "video" else None
+            self.writers[kind] = VideoWriter(self.dir / name, self.source.fps, options=opts, max_frames=cap)
         return self.writers[kind]
 
     def add_frames(self, truths: Sequence[np.ndarray | None], preds: np.ndarray) -> None:
@@ -181,11 +180,9 @@ class PredictionOutputs:
 
     # -- the end -----------------------------------------------------------------------------------
     def _write_temp(self, name: str, data: bytes) -> None:
-        final = self.dir / name
-        tmp = temp_path(final)
-        with open(tmp, "wb") as f:
-            f.write(data)
-        self.temps.append((tmp, final))
+        staged = Staged(self.dir / name)
+        self.staged.append(staged)
+        staged.tmp.write_bytes(data)
 
     def strip_png(self) -> bytes:
         anchor, truths, preds = self.strip
@@ -214,11 +211,15 @@ class PredictionOutputs:
         if gif is not None and gif.frames < self.count:
             result.notes.append(f"prediction.gif holds the first {gif.frames} of {self.count} frames "
                                 "(prediction.mp4 holds all)")
+        for w in self.writers.values():
+            if w.note and w.note not in result.notes:
+                result.notes.append(w.note)
         result.outputs = finals
-        self._write_temp("metrics.json", json.dumps(result.to_dict(), indent=1, allow_nan=False).encode())
+        metrics = json.dumps(jsonsafe.clean(result.to_dict()), indent=1, allow_nan=False)
+        self._write_temp("metrics.json", metrics.encode())
         for w in self.writers.values():
             w.commit()
-        for tmp, final in self.temps:
-            os.replace(tmp, final)
-        self.temps.clear()
+        for s in self.staged:
+            s.commit()
+        self.staged.clear()
         return finals

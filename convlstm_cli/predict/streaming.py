@@ -3,7 +3,7 @@
 `stream_predict` yields, for every frame t, the model's forecast of t+1 … t+horizon together with the
 frames that are their ground truth, holding at most chunk + horizon decoded frames; `encode_context`
 folds the first frames of a clip into an encoder state for a forecast. Neither keeps more than one
-chunk, so a clip of any length runs in constant memory. `predict` scores and writes what they yield.
+chunk, so a clip of any length runs in constant memory. `predict.run` scores and writes what they yield.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from convlstm_cli.device import autocast
-from convlstm_cli.evaluate import to_unit
+from convlstm_cli.device import autocast, to_unit
 
 
 def frames_to_unit(frames_u8: list[np.ndarray], device: torch.device) -> Tensor:

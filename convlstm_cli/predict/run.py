@@ -10,6 +10,7 @@ Two modes, both in constant memory (the clip is decoded and scored in chunks, th
 
 Every score has the copy-last-frame baseline beside it (the last observed frame as the prediction).
 Outputs go through `PredictionOutputs` (temporary names, renamed together at the end).
+The settings of a run are a `PredictPlan`; its `PredictResult` holds the plan and the scores.
 """
 
 from __future__ import annotations
@@ -20,35 +21,42 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from convlstm_cli import jsonsafe
 from convlstm_cli.checkpoint import LoadedModel, load_model
 from convlstm_cli.device import autocast, resolve_device, resolve_precision
 from convlstm_cli.errors import InputError, VideoError
 from convlstm_cli.metrics import MetricAccumulator
-from convlstm_cli.predict_io import PredictionOutputs, open_clip, to_uint8
-from convlstm_cli.streaming import StreamChunk, encode_context, frames_to_unit, stream_predict
+from convlstm_cli.predict.outputs import ClipSource, PredictionOutputs, open_clip, to_uint8
+from convlstm_cli.predict.streaming import StreamChunk, encode_context, frames_to_unit, stream_predict
 
 Progress = Callable[[int, int | None], None]
 
 
-@dataclass
-class PredictResult:
-    """Scores and facts of one prediction run (`to_dict()` is metrics.json)."""
+@dataclass(frozen=True)
+class PredictPlan:
+    """What a prediction run does: its clip, model and settings (fixed before the first frame)."""
 
-    mode: str
+    mode: str  # "stream" or "forecast"
     clip: str
     checkpoint: str
-    step: int
-    frames: int  # frames read from the clip (after stride and max_frames)
+    step: int  # the checkpoint's training step
     size: tuple[int, int]
     channels: int
     fps: float
     horizon: int
-    context: int | None
+    context: int | None  # frames observed before a forecast (forecast mode)
     device: str
     precision: str
+
+
+@dataclass
+class PredictResult:
+    """What a prediction run found: the plan it followed and the scores (`to_dict()` is metrics.json)."""
+
+    plan: PredictPlan
+    frames: int = 0  # frames read from the clip (after stride and max_frames)
     frame_index: list[int] = field(default_factory=list)  # frame scored at each per-frame position
     model: MetricAccumulator = field(default_factory=MetricAccumulator)
     baseline: MetricAccumulator = field(default_factory=MetricAccumulator)
@@ -58,34 +66,35 @@ class PredictResult:
     outputs: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
+    @property
+    def precision(self) -> str:
+        return self.plan.precision
+
     def to_dict(self) -> dict:
         def block(acc: MetricAccumulator, per_frame: bool = True) -> dict:
-            out = {k: _finite(v) for k, v in acc.means().items()}
+            out = dict(acc.means())
             if per_frame:
-                out["per_frame"] = {k: [_finite(x) for x in v] for k, v in acc.per_frame().items()}
+                out["per_frame"] = acc.per_frame()
             return out
 
+        p = self.plan
         steps = [{"step": k + 1, "frames": len(m), "model": block(m, False), "baseline": block(b, False)}
                  for k, (m, b) in enumerate(self.by_step)]
-        return {
-            "mode": self.mode, "clip": self.clip, "checkpoint": self.checkpoint, "checkpoint_step": self.step,
-            "frames": self.frames, "size": list(self.size), "channels": self.channels, "fps": self.fps,
-            "horizon": self.horizon, "context": self.context, "device": self.device,
-            "precision": self.precision, "scored_frames": len(self.model), "frame_index": self.frame_index,
+        return jsonsafe.clean({
+            "mode": p.mode, "clip": p.clip, "checkpoint": p.checkpoint, "checkpoint_step": p.step,
+            "frames": self.frames, "size": list(p.size), "channels": p.channels, "fps": p.fps,
+            "horizon": p.horizon, "context": p.context, "device": p.device,
+            "precision": p.precision, "scored_frames": len(self.model), "frame_index": self.frame_index,
             "model": block(self.model), "baseline": block(self.baseline), "by_step": steps,
             "unscored_frames": self.unscored, "notes": self.notes, "outputs": self.outputs,
             "seconds": round(self.seconds, 3),
-        }
-
-
-def _finite(x: float) -> float | None:
-    # JSON has no NaN/inf: a mean over zero frames is null.
-    return x if np.isfinite(x) else None
+        })
 
 
 def _score_stream(result: PredictResult, ch: StreamChunk, outputs: PredictionOutputs) -> None:
     base = ch.frames[: ch.n]  # copy-last-frame: frame t predicts every later frame
-    for k in range(1, result.horizon + 1):
+    horizon = result.plan.horizon
+    for k in range(1, horizon + 1):
         nv = ch.scored(k)
         if nv == 0:
             continue
@@ -97,34 +106,36 @@ def _score_stream(result: PredictResult, ch: StreamChunk, outputs: PredictionOut
             result.frame_index += range(ch.start + 1, ch.start + 1 + nv)
             outputs.add_frames(ch.frames_u8[1 : 1 + nv], to_uint8(ch.pred[:nv, 0]))
     # The forecast strip shows the latest frame whose whole horizon has ground truth (else frame 0).
-    full = ch.frames.shape[0] - 1 - result.horizon
+    full = ch.frames.shape[0] - 1 - horizon
     if full >= 0 or ch.start == 0:
         i = min(max(full, 0), ch.n - 1)
-        truth = ch.frames_u8[i + 1 : i + 1 + result.horizon]
+        truth = ch.frames_u8[i + 1 : i + 1 + horizon]
         outputs.set_strip(ch.start + i, truth, to_uint8(ch.pred[i]))
 
 
 def _run_stream(result, loaded, frames, chunk, device, outputs, progress) -> None:
-    result.by_step = [(MetricAccumulator(), MetricAccumulator()) for _ in range(result.horizon)]
-    for ch in stream_predict(loaded.model, frames, result.horizon, chunk, device, result.precision):
+    p = result.plan
+    result.by_step = [(MetricAccumulator(), MetricAccumulator()) for _ in range(p.horizon)]
+    for ch in stream_predict(loaded.model, frames, p.horizon, chunk, device, p.precision):
         result.frames = ch.start + ch.n
         _score_stream(result, ch, outputs)
         if progress:
             progress(result.frames, None)
     if result.frames < 2:
-        raise VideoError(f"{result.clip}: too short: {result.frames} frame(s), streaming needs at least 2")
+        raise VideoError(p.clip, f"too short: {result.frames} frame(s), streaming needs at least 2")
     m, b = result.by_step[0]
     result.model, result.baseline = m, b
 
 
 def _run_forecast(result, loaded, frames, chunk, device, outputs, progress) -> None:
-    n, k = result.context, result.horizon
+    p = result.plan
+    n, k = p.context, p.horizon
     frames = iter(frames)
-    state, last, seen = encode_context(loaded.model, frames, n, chunk, device, result.precision)
+    state, last, seen = encode_context(loaded.model, frames, n, chunk, device, p.precision)
     if seen < n:
-        raise VideoError(f"{result.clip}: too short: {seen} frame(s), --context {n} needs at least {n}")
+        raise VideoError(p.clip, f"too short: {seen} frame(s), --context {n} needs at least {n}")
     last_t = frames_to_unit([last], device)
-    with torch.inference_mode(), autocast(device, result.precision):
+    with torch.inference_mode(), autocast(device, p.precision):
         pred = loaded.model.forecast(state, last_t, k)[0].float()  # [K, C, H, W]
     truth_u8 = list(itertools.islice(frames, k))
     result.frames = n + len(truth_u8)
@@ -187,9 +198,8 @@ def predict_clip(
         device: "auto", "cpu" or "cuda". precision: "auto" (bf16 where supported), "bf16", "fp32".
         chunk: frames per model call in stream mode (memory, not results, depends on it).
         max_frames: read at most this many frames of the clip.
-        video, gif, png: write prediction.mp4, prediction.gif, forecast.png.
-        gif_max_frames: the GIF holds the first this many frames (the mp4 holds all).
-        error_gain: the error panels show |error| × this.
+        video, gif, png: write prediction.mp4, prediction.gif, forecast.png (the GIF holds the first
+            `gif_max_frames` frames; the error panels show |error| × `error_gain`).
         progress: called with (frames read, expected total or None) after each chunk.
 
     Returns:
@@ -203,30 +213,36 @@ def predict_clip(
             raise InputError(f"{name} must be at least 1, got {v}")
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # every full chunk has the same shape: pick kernels once
     loaded = resolve_model(checkpoint, dev)
     source = open_clip(clip, loaded.config, max_frames)
-    needed = context or 2
-    if source.expected_frames is not None and source.expected_frames < needed:
-        why = f"--context {context} needs" if context else "streaming needs"
-        raise VideoError(f"{clip}: too short: {source.expected_frames} frame(s), {why} at least {needed}")
-    prec = resolve_precision(precision, dev)
-    result = PredictResult(
-        "forecast" if context else "stream", str(clip), str(loaded.path), loaded.step, 0, source.size,
-        source.channels, source.fps, horizon or loaded.config.model.horizon, context, str(dev), prec,
-        notes=list(source.notes),
-    )
-    mode = "forecast" if context else "prediction t+1"
+    plan = make_plan(clip, loaded, source, context, horizon, dev, precision)
+    result = PredictResult(plan, notes=list(source.notes))
     outputs = PredictionOutputs(out_dir, source, video=video, gif=gif, png=png, gif_max_frames=gif_max_frames,
-                                error_gain=error_gain, pred_label=mode)
+                                error_gain=error_gain, pred_label="forecast" if context else "prediction t+1")
     run = _run_forecast if context else _run_stream
     with outputs:
         total = source.expected_frames
         if context and total is not None:
-            total = min(total, context + result.horizon)
+            total = min(total, context + plan.horizon)
         report = (lambda done, _: progress(done, total)) if progress else None
         run(result, loaded, source.frames(), chunk, dev, outputs, report)
         result.seconds = time.perf_counter() - t0
         result.outputs = outputs.commit(result)
     return result
+
+
+def make_plan(clip, loaded: LoadedModel, source: ClipSource, context: int | None, horizon: int | None,
+              device: torch.device, precision: str) -> PredictPlan:
+    """The settings of a run on `source`; VideoError if the clip is too short for them."""
+    needed = context or 2
+    if source.expected_frames is not None and source.expected_frames < needed:
+        why = f"--context {context} needs" if context else "streaming needs"
+        raise VideoError(clip, f"too short: {source.expected_frames} frame(s), {why} at least {needed}")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every full chunk has the same shape: pick kernels once
+    return PredictPlan(
+        mode="forecast" if context else "stream", clip=str(clip), checkpoint=str(loaded.path), step=loaded.step,
+        size=source.size, channels=source.channels, fps=source.fps,
+        horizon=horizon or loaded.config.model.horizon, context=context, device=str(device),
+        precision=resolve_precision(precision, device),
+    )
