@@ -69,6 +69,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     for key in ("model", "config"):
         if key not in payload:
             raise CheckpointError(f"{p}: checkpoint has no '{key}' entry")
+    from convlstm_cli.config import upgrade
+
+    payload["config"] = upgrade(payload["config"])  # an older checkpoint keeps its behaviour
     return payload
 
 

@@ -26,6 +26,17 @@ SAMPLE_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass
+class AugmentConfig:
+    """Training augmentation, drawn per lane and per pass over a video (`convlstm_cli.data.view`)."""
+
+    zoom: float = 1.0  # largest zoom: a pass crops between 1/zoom and all of the frame (1 = off)
+    flip: float = 0.0  # probability of a horizontal flip
+    reverse: float = 0.0  # probability of playing a pass backwards in time
+    brightness: float = 0.0  # largest brightness shift (0.1 = ±10 % of the range)
+    contrast: float = 0.0  # largest relative contrast change (0.1 = ×0.9 … ×1.1)
+
+
+@dataclass
 class DataConfig:
     """How videos become batches (see `convlstm_cli.data.streamer`)."""
 
@@ -38,9 +49,13 @@ class DataConfig:
     prefetch: int = 4  # batches decoded ahead
     cache: bool = False  # keep decoded frames (uint8, memory-mapped) so later epochs skip decoding
     cache_dir: str | None = None  # default: <run dir>/cache
-    val_dir: str | None = None  # validation videos; default: a held-out share of the training videos
-    val_fraction: float = 0.1  # share of videos held out when val_dir is not given (at least one)
+    resize: str = "crop"  # crop | pad | stretch: how another aspect ratio reaches `size`
+    val_dir: str | None = None  # validation videos; default: data.val_split of the training videos
+    val_split: str = "auto"  # auto | videos | tail: hold out whole videos, or the end of every video
+    val_fraction: float = 0.1  # videos split: share of videos held out (at least one)
+    val_tail: float = 0.25  # tail split: share of every video's frames held out at its end
     val_max_videos: int = 16  # validation plays at most this many videos
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def hw(self) -> tuple[int, int]:
         return (self.size, self.size) if isinstance(self.size, int) else (int(self.size[0]), int(self.size[1]))
@@ -57,7 +72,7 @@ class TrainConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05  # cosine decays to lr · min_lr_ratio at max_steps
     grad_clip: float = 1.0  # max global grad norm (0 disables)
-    loss: str = "mse"  # mse | l1
+    loss: str = "mse"  # mse | l1 | charbonnier
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
     channels_last: bool = True
     # torch.compile the model; auto = on a GPU only (see device.resolve_compile)
@@ -69,7 +84,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     log_every: int = 25
-    eval_every: int = 500  # steps between validations (and always at the end)
+    eval_every: int = 500  # steps between validations (and at step 0 and at the end)
+    patience: int = 0  # stop after this many validations without a better one (0: never stop early)
     save_every: int = 200  # steps between `last` checkpoints (and always at the end)
     keep_last: int = 3  # also keep the last N step checkpoints (0: only last/best)
     max_bad_steps: int = 20  # stop after this many consecutive non-finite steps
@@ -182,6 +198,19 @@ def _build(cls, data: dict, prefix: str):
     return cls(**kwargs)
 
 
+# Keys added after the first version, with the value that keeps an older checkpoint's behaviour.
+UPGRADES = {"model.output": "logit", "data.resize": "stretch"}
+
+
+def upgrade(saved: dict) -> dict:
+    """A checkpoint's config from before a key existed, with the value that keeps its behaviour."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in (saved or {}).items()}
+    for dotted, old in UPGRADES.items():
+        section, key = dotted.split(".")
+        out.setdefault(section, {}).setdefault(key, old)
+    return out
+
+
 def from_dict(data: dict) -> RunConfig:
     """A checked RunConfig from nested plain values (e.g. parsed YAML or a checkpoint's config)."""
     cfg = _build(RunConfig, data or {}, "")
@@ -267,13 +296,72 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None, b
         overrides: dotted keys mapped to values; None values are ignored (flag not given).
     """
     if path and base is not None:
-        raise ConfigError("a resumed run keeps its own config: change keys with --set instead of --config")
+        raise ConfigError("give a config file or a resumed run's config, not both (see resume_config)")
     data = load_yaml(path) if path else dict(base or {})
     data = merge(data, parse_set(sets or []))
     for dotted, value in overrides.items():
         if value is not None:
             data = merge(data, _nest(dotted, value))
     return from_dict(data)
+
+
+# What a checkpoint fixes: its weights and its streams' positions only fit these values.
+FIXED_ON_RESUME = ("model.", "data.size", "data.channels", "data.context", "data.stride", "data.batch_size")
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} → {"train.lr": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_config(saved: dict, path: str | Path | None = None, sets: list[str] | None = None,
+                  **overrides: Any) -> RunConfig:
+    """The config of a resumed run: the checkpoint's, with `--set` items and flags applied.
+
+    `path` (the `--config` of the original command, typed again with `--resume` appended) is accepted
+    when it resolves, with the same `sets` and flags, to exactly the checkpoint's config.
+
+    Raises:
+        ConfigError: `path` resolves to another config; the message lists the keys that differ and
+            the `--set` items that would give the run those values.
+    """
+    cfg = load_config(None, sets, base=saved, **overrides)
+    ours, before = flatten(to_dict(cfg)), flatten(to_dict(from_dict(saved)))
+    changed = sorted(k for k in ours if k.startswith(FIXED_ON_RESUME) and ours[k] != before.get(k))
+    if changed:
+        raise ConfigError(f"{', '.join(changed)} cannot change on resume (the checkpoint's weights and streams "
+                          "depend on them): start a new run with --out to change them")
+    if not path:
+        return cfg
+    theirs = flatten(to_dict(load_config(path, sets, **overrides)))
+    diff = sorted(k for k in ours if ours[k] != theirs.get(k))
+    if not diff:
+        return cfg
+    shown = ", ".join(f"{k}: run {ours[k]!r}, {Path(str(path)).stem} {theirs[k]!r}" for k in diff[:6])
+    more = f" and {len(diff) - 6} more" if len(diff) > 6 else ""
+    fixed = [k for k in diff if k.startswith(FIXED_ON_RESUME)]
+    changeable = [k for k in diff if k not in fixed]
+    hint = []
+    if changeable:
+        sets_hint = " ".join(f"--set {k}={_yaml_value(theirs[k])}" for k in changeable)
+        hint.append(f"to resume with {Path(str(path)).stem}'s values add {sets_hint}; to keep the run's, drop --config")
+    if fixed:
+        hint.append(f"{', '.join(fixed)} cannot change on resume (the checkpoint's weights and streams depend on "
+                    "them): start a new run for those")
+    raise ConfigError(f"--config {path} differs from the resumed run's config in {len(diff)} key(s) "
+                      f"({shown}{more}); {'; '.join(hint)}")
+
+
+def _yaml_value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
 
 def _nest(dotted: str, value: Any) -> dict:
@@ -310,14 +398,16 @@ def check(cfg: RunConfig) -> None:
     for k in kernels:
         if k < 1 or k % 2 == 0:
             raise ConfigError(f"config key model.kernel_size: odd sizes per level needed, got {m.kernel_size}")
-    if t.loss not in ("mse", "l1"):
-        raise ConfigError(f"config key train.loss: mse or l1, got {t.loss!r}")
+    _check_choices(cfg)
+    for key, v in (("data.augment.zoom", d.augment.zoom - 1), ("train.patience", t.patience),
+                   ("data.augment.flip", d.augment.flip), ("data.augment.reverse", d.augment.reverse),
+                   ("data.augment.brightness", d.augment.brightness), ("data.augment.contrast", d.augment.contrast)):
+        if v < 0:
+            raise ConfigError(f"config key {key}: must not be negative")
+    if not 0.0 < d.val_tail < 1.0:
+        raise ConfigError(f"config key data.val_tail: must be in (0, 1), got {d.val_tail}")
     if isinstance(t.compile, str) and t.compile != "auto":
         raise ConfigError(f"config key train.compile: auto, true or false, got {t.compile!r}")
-    if t.compile_mode not in COMPILE_MODES:
-        raise ConfigError(f"config key train.compile_mode: one of {', '.join(COMPILE_MODES)}, got {t.compile_mode!r}")
-    if t.precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"config key train.precision: auto, bf16 or fp32, got {t.precision!r}")
     if t.epochs is not None and t.epochs < 1:
         raise ConfigError(f"config key train.epochs: must be at least 1, got {t.epochs}")
     if not 0.0 <= d.val_fraction < 1.0:
@@ -332,6 +422,24 @@ def check(cfg: RunConfig) -> None:
             f"(model.stem_stride · 2^(levels-1))"
         )
     m.in_channels = d.channels
+
+
+CHOICES = {
+    "train.loss": ("mse", "l1", "charbonnier"),
+    "train.precision": ("auto", "bf16", "fp32"),
+    "train.compile_mode": COMPILE_MODES,
+    "data.resize": ("crop", "pad", "stretch"),
+    "data.val_split": ("auto", "videos", "tail"),
+    "model.output": ("residual", "gated", "logit"),
+}
+
+
+def _check_choices(cfg: RunConfig) -> None:
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"config key {key}: one of {', '.join(allowed)}, got {value!r}")
 
 
 def dump_yaml(cfg: RunConfig, path: str | Path) -> None:

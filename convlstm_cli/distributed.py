@@ -44,9 +44,21 @@ def init(device_type: str) -> DistInfo:
     return info
 
 
-def shutdown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(info: DistInfo, clean: bool = True) -> None:
+    """Leave the process group, after every rank has finished its collectives (when `clean`).
+
+    The barrier keeps a rank from tearing its connections down while a peer still talks to it, and
+    callers drop every object that holds the group (DDP's reducer) before this, so gloo's worker
+    threads are joined here, while the interpreter is alive, and not at its exit: freed during
+    interpreter finalization they abort the process ("terminate called without an active
+    exception", pytorch/pytorch#179291). `clean=False` (an error on this rank) skips the barrier,
+    which the other ranks might never reach.
+    """
+    if not (info.enabled and dist.is_initialized()):
+        return
+    if clean:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def any_true(info: DistInfo, flag: bool, device: torch.device) -> bool:

@@ -43,7 +43,7 @@ def evaluate(
     streamer = ClipStreamer(
         list(videos), batch_size=max(1, min(d.batch_size, len(videos))), context=d.context, horizon=1,
         size=d.hw(), channels=d.channels, stride=d.stride, shuffle=False, loop=False,
-        workers=d.workers, prefetch=d.prefetch, pin_memory=device.type == "cuda",
+        workers=d.workers, prefetch=d.prefetch, pin_memory=device.type == "cuda", resize=d.resize,
     )
     was_training = model.training
     model.eval()

@@ -102,7 +102,9 @@ class RunLog:
         """Model beside the copy-last baseline, as a rich table."""
         if not self.enabled:
             return
-        t = Table(title=f"validation at step {step} ({m.get('val_frames', 0)} frames, one step ahead)")
+        delta = m["val_psnr"] - m["baseline_psnr"] if m.get("val_frames") else float("nan")
+        t = Table(title=f"validation at step {step} ({m.get('val_frames', 0)} held-out frames, one step ahead): "
+                        f"model {delta:+.2f} dB PSNR against copy-last")
         t.add_column("", style="bold")
         for name in ("PSNR dB ↑", "SSIM ↑", "MSE ↓", "MAE ↓"):
             t.add_column(name, justify="right")

@@ -9,6 +9,7 @@ run's state and loop (`convlstm_cli.trainer`).
 
 from __future__ import annotations
 
+import gc
 import random
 from pathlib import Path
 
@@ -49,21 +50,62 @@ def prepare_run_dir(out: Path | None, resume: Path | None, video_dir: Path) -> P
     return out
 
 
+AUTO_SPLIT_VIDEOS = 8  # val_split auto: a split by video from this many videos on, tails below
+
+
 def find_videos(video_dir: Path, cfg: RunConfig, log: RunLog):
-    """Probe the folder(s); report skipped files; return (train, val) VideoInfo lists."""
+    """Probe the folder(s); report skipped files and the validation split; return (train, val) lists.
+
+    `--val-dir` validates on its own videos. Otherwise `data.val_split` decides: ``videos`` holds out
+    a share of whole videos, ``tail`` the end of every video (`split_tails`), and ``auto`` holds out
+    videos when there are at least `AUTO_SPLIT_VIDEOS` of them, tails when there are fewer (a
+    handful of clips, or one long video, has too few videos to hold any out).
+    """
     from convlstm_cli.data.probe import probe_videos
 
-    probe = probe_videos(video_dir, min_frames=Window.of(cfg).min_frames(cfg.data.stride))
+    d = cfg.data
+    probe = probe_videos(video_dir, min_frames=Window.of(cfg).min_frames(d.stride))
     report_skipped(probe, log)
-    if cfg.data.val_dir:
-        val_probe = probe_videos(cfg.data.val_dir, min_frames=cfg.data.context + 1)
+    if d.val_dir:
+        val_probe = probe_videos(d.val_dir, min_frames=d.context + 1)
         report_skipped(val_probe, log)
-        return probe.videos, val_probe.videos[: cfg.data.val_max_videos]
-    train, val = split_videos(probe.videos, cfg.data.val_fraction, cfg.train.seed)
-    if not val:
-        log.print("no validation videos (data.val_fraction is 0 or there is one video): no best.pt; "
-                  "pass --val-dir to validate")
-    return train, val[: cfg.data.val_max_videos]
+        val = val_probe.videos[: d.val_max_videos]
+        log.print(f"validation: {len(val)} videos of --val-dir {d.val_dir}")
+        return probe.videos, val
+    mode = d.val_split
+    if mode == "auto":
+        mode = "videos" if len(probe.videos) >= AUTO_SPLIT_VIDEOS else "tail"
+    if mode == "videos":
+        train, val = split_videos(probe.videos, d.val_fraction, cfg.train.seed)
+        how = f"{len(val[: d.val_max_videos])} of {len(probe.videos)} videos held out (data.val_split videos)"
+    else:
+        train, val = split_tails(probe.videos, d.val_tail, cfg)
+        frames = sum(v.frames for v in val[: d.val_max_videos])
+        how = (f"the last {d.val_tail:.0%} of each of {len(val)} videos, {frames} frames never trained on "
+               f"(data.val_split tail)")
+    log.print(f"validation: {how}" if val else "no validation videos (data.val_fraction is 0, or the videos are "
+              "too short to split): no best.pt; pass --val-dir to validate")
+    return train, val[: d.val_max_videos]
+
+
+def split_tails(videos: list, share: float, cfg: RunConfig) -> tuple[list, list]:
+    """Train on the first (1 − share) of every video and validate on the rest, disjointly.
+
+    The cut is a multiple of the stride; a training window never reaches past it (the training
+    segment ends there), and the validation segment starts there. A video too short for a training
+    window before the cut, or for a validation window after it, is trained on whole instead.
+    """
+    window, stride = Window.of(cfg), cfg.data.stride
+    train, val = [], []
+    for v in videos:
+        cut = int(round(v.frames * (1 - share))) // stride * stride
+        head, tail = v.segment(0, cut), v.segment(cut, v.frames - cut)
+        if window.count(head.strided_frames(stride)) and tail.strided_frames(stride) > cfg.data.context:
+            train.append(head)
+            val.append(tail)
+        else:
+            train.append(v)
+    return train, val
 
 
 def report_skipped(probe, log: RunLog) -> None:
@@ -87,6 +129,7 @@ def train(video_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
     run_dir = prepare_run_dir(Path(out) if out else None, resume.run_dir if resume else None, video_dir)
     info = distributed.init(resolve_device(cfg.train.device).type)
     log = RunLog(run_dir, enabled=info.is_main, tensorboard=cfg.train.tensorboard, console=console)
+    trainer, clean = None, False
     try:
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +145,13 @@ def train(video_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
             f"training on {len(train_videos)} videos ({len(val_videos)} for validation), device "
             f"{trainer.device.type}, precision {trainer.precision}, {info.world_size} process(es) → {run_dir}"
         )
-        return trainer.run(video_dir)
+        result = trainer.run(video_dir)
+        clean = True
+        return result
     finally:
         log.close()
-        distributed.shutdown(info)
+        if trainer is not None:
+            trainer.close()
+        del trainer
+        gc.collect()  # DDP and its reducer hold the process group: free them before leaving it
+        distributed.shutdown(info, clean)

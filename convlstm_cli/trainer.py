@@ -12,10 +12,11 @@ intervals; a non-finite loss or gradient skips the update on the device and is c
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import signal
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from torch import Tensor
 
 from convlstm_cli import checkpoint, distributed
 from convlstm_cli.config import RunConfig, to_dict
+from convlstm_cli.curves import plot_curves
+from convlstm_cli.data.view import Augment
 from convlstm_cli.device import autocast, resolve_compile, resolve_device, resolve_precision, to_unit
 from convlstm_cli.errors import InputError
 from convlstm_cli.evaluate import evaluate
@@ -31,6 +34,8 @@ from convlstm_cli.model.forecaster import EncoderForecaster
 from convlstm_cli.model.state import StreamState
 from convlstm_cli.runlog import RunLog, Throughput
 from convlstm_cli.step import make_optimizer, train_step
+
+CHARBONNIER_EPS = 1e-3
 
 
 class TrainingDiverged(InputError):
@@ -130,6 +135,8 @@ class Trainer:
         self.state = StreamState()
         self.step_count, self.epoch = 0, 0
         self.best_psnr: float | None = None
+        self.best = {"step": None, "delta": None, "frames": 0}  # the best validation so far
+        self.stale = 0  # validations since the best one (train.patience)
         self.bad_total = torch.zeros((), device=self.device)  # counted on the device: no sync per step
         self.bad_run = torch.zeros((), device=self.device)
         self.loss_sum = torch.zeros((), device=self.device)
@@ -164,13 +171,16 @@ class Trainer:
             size=d.hw(), channels=d.channels, stride=d.stride, seed=self.cfg.train.seed, shuffle=True,
             loop=True, rank=info.rank, world_size=info.world_size, workers=d.workers, prefetch=d.prefetch,
             cache_dir=(d.cache_dir or str(self.run_dir / "cache")) if d.cache else None,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=self.device.type == "cuda", resize=d.resize, random_crop=True,
+            augment=Augment(**asdict(d.augment)),
         )
 
     # -- one optimizer step ------------------------------------------------------------------------
     def loss_fn(self, pred: Tensor, target: Tensor) -> Tensor:
         if self.cfg.train.loss == "l1":
             return torch.nn.functional.l1_loss(pred, target)
+        if self.cfg.train.loss == "charbonnier":  # a smooth L1: sparse changes, no kink at zero
+            return ((pred - target).square() + CHARBONNIER_EPS**2).sqrt().mean() - CHARBONNIER_EPS
         return torch.nn.functional.mse_loss(pred, target)
 
     def _start_chunk(self, inputs: Tensor, reset: Tensor, state: StreamState) -> StreamState:
@@ -220,6 +230,8 @@ class Trainer:
             "step": self.step_count,
             "epoch": self.epoch,
             "best_psnr": self.best_psnr,
+            "best": dict(self.best),
+            "stale_evals": self.stale,
             "bad_steps": int(self.bad_total.item()),
             "rng": rng_state(),
             "config": to_dict(self.cfg),
@@ -235,6 +247,8 @@ class Trainer:
         self.scheduler.load_state_dict(sd["scheduler"])
         self.step_count, self.epoch = int(sd["step"]), int(sd["epoch"])
         self.best_psnr = sd.get("best_psnr")
+        self.best = dict(sd.get("best") or {"step": None, "delta": None, "frames": 0})
+        self.stale = int(sd.get("stale_evals", 0))
         self.bad_total.fill_(float(sd.get("bad_steps", 0)))
         set_rng_state(sd["rng"])
         streams, states = sd.get("streamers"), sd.get("stream_states")
@@ -268,14 +282,21 @@ class Trainer:
                 old.unlink(missing_ok=True)
         return path
 
+    def close(self) -> None:
+        """Stop the decoding threads and drop the DDP wrapper (it holds the process group)."""
+        self.streamer.close()
+        self.net = self.model
+
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, video_dir: Path) -> RunResult:
         """Step until max_steps / epochs / a stop signal; validate and save on schedule and at the end."""
         t = self.cfg.train
         last_eval, interrupted = None, False
-        self.log.start(t.max_steps, self.step_count)
         try:
             with StopFlag() as stop:
+                if self.val_videos and self.step_count == 0:  # the untrained model is copy-last: best.pt starts there
+                    self.validate()
+                self.log.start(t.max_steps, self.step_count)
                 last_eval, interrupted = self._loop(stop)
         finally:
             self.streamer.close()
@@ -290,7 +311,21 @@ class Trainer:
                            f"resume with: convlstm train {video_dir} --resume {self.run_dir}")
         else:
             self.log.print(f"done: {self.step_count} steps; checkpoints in {self.run_dir / 'checkpoints'}")
+        if self.val_videos and self.best["step"] is not None:
+            self.log.print(self.verdict())
         return RunResult(self.run_dir, self.step_count, interrupted, last_eval, self.best_psnr)
+
+    def verdict(self) -> str:
+        """One line on what best.pt is worth against copy-last on the held-out frames."""
+        b = self.best
+        if b["delta"] is not None and b["delta"] > 0:
+            return (f"best: step {b['step']}, {b['delta']:+.2f} dB over copy-last on {b['frames']} held-out "
+                    f"frames ({self.run_dir / 'checkpoints' / 'best.pt'})")
+        if b["step"] == 0:
+            return (f"never beat copy-last on {b['frames']} held-out frames: best.pt is the copy-last start "
+                    "(step 0); try more or longer videos, data.augment, a lower train.lr or a smaller model")
+        return (f"best: step {b['step']}, {b['delta']:+.2f} dB against copy-last on {b['frames']} held-out frames "
+                "(this run did not validate at step 0; predict with care)")
 
     def _loop(self, stop: StopFlag) -> tuple[dict | None, bool]:
         """The steps of `run`; (the last validation, whether a stop signal ended it)."""
@@ -311,6 +346,10 @@ class Trainer:
                 self.log_step(self.speed.rate())
             if self.val_videos and s % t.eval_every == 0 and s < t.max_steps:
                 last_eval = self.validate()
+                if t.patience and self.stale >= t.patience:
+                    self.log.print(f"stopping early at step {s}: no better validation in the last {t.patience} "
+                                   f"(train.patience); best.pt is from step {self.best['step']}")
+                    return last_eval, False
             if s % t.save_every == 0:
                 self.save("last")
             # Ranks must agree on the step they stop at; in DDP that costs a collective, so it
@@ -348,17 +387,34 @@ class Trainer:
             )
 
     def validate(self) -> dict[str, float] | None:
-        """Rank 0 validates (others wait); logs a table and a metrics line; keeps `best` by PSNR."""
+        """Rank 0 validates (others wait); logs a table, a metrics line and curves.png; keeps `best` by PSNR.
+
+        best.pt is the checkpoint with the best validation PSNR. Validation at step 0 scores the
+        untrained model, which is exactly copy-last, so best.pt is never worse than copy-last there.
+        """
         result, improved = None, False
         if self.info.is_main:
             m = evaluate(self.model, self.val_videos, self.cfg, self.device, self.precision)
-            result = {"step": self.step_count, **m}
+            delta = m["val_psnr"] - m["baseline_psnr"] if m.get("val_frames") else math.nan
+            result = {"step": self.step_count, **m, "delta_psnr": delta}
             self.log.write(result)
             self.log.eval_table(self.step_count, m)
             psnr = m.get("val_psnr")
             improved = psnr is not None and math.isfinite(psnr) and (self.best_psnr is None or psnr > self.best_psnr)
             if improved:
                 self.best_psnr = psnr
-        if distributed.broadcast(self.info, improved):  # every rank joins the gather inside save()
+                self.best = {"step": self.step_count, "delta": delta, "frames": m["val_frames"]}
+            self.stale = 0 if improved else self.stale + 1
+            self.curves()
+        improved, self.stale = distributed.broadcast(self.info, (improved, self.stale))
+        if improved:  # every rank joins the gather inside save()
             self.save("best")
         return result
+
+    def curves(self) -> None:
+        """Redraw curves.png from metrics.jsonl (a failure to draw never stops the run)."""
+        try:
+            records = [json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines()]
+            plot_curves(records, self.run_dir / "curves.png")
+        except (OSError, ValueError) as e:
+            self.log.print(f"[yellow]curves.png not drawn[/]: {e}")

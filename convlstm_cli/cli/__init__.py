@@ -15,7 +15,7 @@ import typer
 
 from convlstm_cli import __version__
 from convlstm_cli.cli import bench, data, demo, predict, train
-from convlstm_cli.cli.common import debug_enabled, fail, internal_error, known_errors
+from convlstm_cli.cli.common import debug_enabled, fail, internal_error, is_click, known_errors
 
 __all__ = ["app", "debug_enabled", "fail", "known_errors", "main"]
 
@@ -48,15 +48,21 @@ for _module in (train, predict, data, demo, bench):
 
 
 def main() -> None:
-    """Console-script entry point: anything that escapes a command is still one line (exit 1)."""
+    """Console-script entry point: every error is one line (exit 2 for usage, 1 for a bug, 130 for Ctrl-C)."""
     try:
-        app()
-    except SystemExit:
-        raise
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("aborted", err=True)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - no traceback reaches a user
+        if is_click(e, "UsageError"):  # a wrong option or argument: one line and a pointer to --help
+            where = e.ctx.command_path if getattr(e, "ctx", None) is not None else "convlstm"
+            typer.echo(f"error: {e.format_message()} (see {where} --help)", err=True)
+            sys.exit(2)
+        if is_click(e, "ClickException"):
+            typer.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
         if debug_enabled():
             raise
         sys.exit(internal_error(e).exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -13,10 +13,18 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-import click
 import typer
 
 DEBUG_HINT = "CONVLSTM_DEBUG=1 shows the traceback"
+
+
+def is_click(e: BaseException, name: str) -> bool:
+    """Whether `e` is click's exception `name` (UsageError, ClickException, ...).
+
+    Matched by class name: recent typer versions vendor their own copy of click (`typer._click`),
+    older ones use the click package, and the classes differ between the two.
+    """
+    return any(cls.__name__ == name for cls in type(e).__mro__)
 
 
 def debug_enabled() -> bool:
@@ -44,13 +52,13 @@ def known_errors() -> Iterator[None]:
 
     try:
         yield
-    except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
     except InputError as e:
         if debug_enabled():
             raise
         raise fail(str(e)) from None
     except Exception as e:  # noqa: BLE001 - the catch-all that keeps tracebacks from users
-        if debug_enabled():
+        if debug_enabled() or is_click(e, "ClickException"):
             raise
         raise internal_error(e) from None

@@ -11,7 +11,7 @@ from convlstm_cli.cli.common import fail, known_errors
 
 
 def make_data(
-    out_dir: Annotated[Path, typer.Argument(help="Directory to write shapes_0000.mp4, ... into (created if missing).")],
+    out_dir: Annotated[Path, typer.Argument(readable=False, help="Directory to write shapes_0000.mp4, ... into (created if missing).")],
     num: Annotated[int, typer.Option("--num", help="Number of videos.")] = 8,
     frames: Annotated[int, typer.Option("--frames", help="Frames per video.")] = 64,
     size: Annotated[int, typer.Option("--size", help="Frame height and width in pixels.")] = 64,
@@ -32,7 +32,7 @@ def make_data(
 
 
 def probe(
-    video_dir: Annotated[Path, typer.Argument(help="A directory (searched recursively) or one video file.")],
+    video_dir: Annotated[Path, typer.Argument(readable=False, help="A directory (searched recursively) or one video file.")],
     min_frames: Annotated[int, typer.Option("--min-frames", help="Skip videos with fewer frames.")] = 1,
 ) -> None:
     """List the usable videos in a folder (frames, size, fps) and each skipped file with its reason."""

@@ -55,10 +55,10 @@ def summary(result) -> list:
 
 
 def predict(
-    clip: Annotated[Path, typer.Argument(help="Video clip to predict on (any length, size or colour).")],
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c",
+    clip: Annotated[Path, typer.Argument(readable=False, help="Video clip to predict on (any length, size or colour).")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", readable=False,
                                              help="Run directory (best, else last checkpoint) or checkpoint file.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o",
+    out: Annotated[Path | None, typer.Option("--out", "-o", readable=False,
                                              help="Output directory (default: predictions/<clip name>).")] = None,
     context: Annotated[int | None, typer.Option(help="Forecast mode: observe N frames, then forecast --horizon.")] = None,
     horizon: Annotated[int | None, typer.Option(help="Frames forecast (default: the model's horizon).")] = None,
@@ -89,7 +89,7 @@ def predict(
         out = out if out is not None else Path("predictions") / clip.stem
         err = Console(stderr=True)
         bar = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       console=err, transient=True)
+                       console=err, transient=True, disable=not err.is_terminal)
         task = bar.add_task("predict", total=None)
         with bar:
             result = predict_clip(

@@ -1,6 +1,6 @@
 """A disk cache of decoded frames, so that later epochs skip decoding.
 
-Each entry is one video decoded at one setting — size, channels, stride — stored as a uint8 ``.npy``
+Each entry is one video (or a segment of it) decoded at one setting — size, channels, stride — stored as a uint8 ``.npy``
 array ``[T, C, H, W]`` and read back memory-mapped (the OS pages it in; the process never holds the
 whole video). The key hashes the file's *content* (its size and up to 16 sampled 1 MiB blocks, so a
 renamed copy hits and an edited file misses) together with the decode settings. Entries are written
@@ -92,7 +92,7 @@ class FrameCache:
         self._keys: dict[tuple, str] = {}
         self._lock = threading.Lock()
 
-    def _entry(self, path, size: tuple[int, int], channels: int, stride: int) -> Path:
+    def _entry(self, path, size: tuple[int, int], channels: int, stride: int, first: int = 0) -> Path:
         st = os.stat(path)
         stamp = (str(path), st.st_size, st.st_mtime_ns)
         with self._lock:
@@ -101,17 +101,18 @@ class FrameCache:
             key = content_key(path)
             with self._lock:
                 self._keys[stamp] = key
-        params = f"{_FORMAT}:{key}:{size[0]}x{size[1]}:c{channels}:s{stride}"
+        params = f"{_FORMAT}:{key}:{size[0]}x{size[1]}:c{channels}:s{stride}" + (f":f{first}" if first else "")
         return self.dir / f"{hashlib.sha256(params.encode()).hexdigest()[:40]}.npy"
 
-    def load(self, path, size: tuple[int, int], channels: int, stride: int) -> np.ndarray | None:
-        """The cached frames of ``path`` as a read-only memory map ``[T, C, H, W]``, or None."""
-        entry = self._entry(path, size, channels, stride)
+    def load(self, path, size: tuple[int, int], channels: int, stride: int, first: int = 0) -> np.ndarray | None:
+        """The cached frames of ``path`` (from strided frame `first`) as a read-only memory map, or None."""
+        entry = self._entry(path, size, channels, stride, first)
         try:
             return np.load(entry, mmap_mode="r")
         except (OSError, ValueError):
             return None
 
-    def writer(self, path, size: tuple[int, int], channels: int, stride: int, frames: int) -> CacheWriter:
-        """A writer for the entry of ``path``, expecting ``frames`` frames."""
-        return CacheWriter(self._entry(path, size, channels, stride), (frames, channels, *size))
+    def writer(self, path, size: tuple[int, int], channels: int, stride: int, frames: int,
+               first: int = 0) -> CacheWriter:
+        """A writer for the entry of ``path`` (from strided frame `first`), expecting ``frames`` frames."""
+        return CacheWriter(self._entry(path, size, channels, stride, first), (frames, channels, *size))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from convlstm_cli.data.cache import FrameCache
 from convlstm_cli.data.probe import Skipped
 from convlstm_cli.data.schedule import IDLE, Entry, Schedule
 from convlstm_cli.data.video import iter_frames
+from convlstm_cli.data.view import CENTRE, View, fit
 from convlstm_cli.data.window import Window
 from convlstm_cli.errors import VideoError
 
@@ -32,15 +33,18 @@ class StreamSpec:
 
     batch_size: int
     window: Window
-    size: tuple[int, int]
+    size: tuple[int, int]  # the training size (H, W)
     channels: int
     stride: int
     workers: int
     prefetch: int
     pin_memory: bool
     paths: list[str]
-    lengths: list[int]  # strided frames per video, as probed
+    lengths: list[int]  # strided frames per video (or segment), as probed
     cache: FrameCache | None
+    firsts: list[int]  # strided frame where each segment starts in its file (0: the whole video)
+    bases: list[tuple[int, int]]  # the size each video is scaled to before the view crops it
+    resize: str = "stretch"
 
 
 @dataclass
@@ -52,23 +56,35 @@ class Failure:
 
 
 class LaneReader:
-    """One lane's current video: an open decoder (or cached frames) read strictly forwards."""
+    """One lane's pass over a video: an open decoder (or cached frames) read strictly forwards.
 
-    def __init__(self, s: StreamSpec, video: int, start: int):
+    Frames arrive at the video's base size (`data.view.base_size`) and leave through the lane's
+    `View` (crop, zoom, flip, brightness and contrast) at the training size. A reversed pass reads
+    the whole segment first and serves it backwards.
+    """
+
+    def __init__(self, s: StreamSpec, video: int, start: int, view: View = CENTRE):
         self.video, self.path, self.expected = video, s.paths[video], s.lengths[video]
-        self.geom = s.window
+        self.geom, self.size = s.window, s.size
+        self.view = replace(view, zoom=1.0) if s.resize == "pad" else view  # pad mode never zooms
         self.next_start = self.pos = start
         self.error: str | None = None
         self.frames = self.writer = None
         self.buffer: deque[np.ndarray] = deque(maxlen=self.geom.span)
-        self.cached = s.cache.load(self.path, s.size, s.channels, s.stride) if s.cache else None
+        base, first = s.bases[video], s.firsts[video]
+        key = (self.path, base, s.channels, s.stride)
+        self.cached = s.cache.load(*key, first=first) if s.cache else None
+        if self.cached is not None and len(self.cached) != self.expected:
+            self.cached = None  # an entry of another segment of this file: decode (and replace it)
         if self.cached is None:
-            self.frames = iter_frames(self.path, s.size, s.channels, s.stride, start, on_error=self._on_error)
-            if s.cache is not None and start == 0:
+            self.frames = iter_frames(self.path, self.size, s.channels, s.stride, first + (0 if view.reverse else start),
+                                      on_error=self._on_error, resize=s.resize, base=True)
+            if s.cache is not None and (start == 0 or view.reverse):
                 try:
-                    self.writer = s.cache.writer(self.path, s.size, s.channels, s.stride, self.expected)
+                    self.writer = s.cache.writer(*key, self.expected, first=first)
                 except OSError:
                     pass  # the cache only saves time: a full or read-only disk just means no caching
+        self.backwards = self._read_all() if view.reverse else None
 
     def _to_cache(self, frame: np.ndarray) -> None:
         try:
@@ -80,14 +96,28 @@ class LaneReader:
     def _on_error(self, message: str) -> None:
         self.error = message
 
-    def window(self, start: int):
-        """Frames ``[start, start + span)``: an array or list of ``[C, H, W]``, or a `Failure`."""
-        span = self.geom.span
+    def _read_all(self) -> np.ndarray:
+        """The whole segment, last frame first (for a reversed pass)."""
         if self.cached is not None:
-            if not self.geom.fits(start, len(self.cached)):
-                return Failure(len(self.cached), f"cached frames end at {len(self.cached)}")
+            return self.cached[::-1]
+        frames = []
+        for frame in self.frames:
+            frames.append(frame)
+            if self.writer is not None:
+                self._to_cache(frame)
+        self._finish_cache()
+        return np.stack(frames[::-1]) if frames else np.zeros((0, 1, 1, 1), np.uint8)
+
+    def window(self, start: int):
+        """Frames ``[start, start + span)`` through the view: an array ``[span, C, H, W]``, or a `Failure`."""
+        span = self.geom.span
+        source = self.backwards if self.backwards is not None else self.cached
+        if source is not None:
+            if not self.geom.fits(start, len(source)):
+                why = self.error or f"cached frames end at {len(source)}"
+                return Failure(len(source), why)
             self.next_start = start + self.geom.context
-            return self.cached[start : start + span]
+            return fit(source[start : start + span], self.size, self.view)
         while self.pos < start + span:
             frame = next(self.frames, None)
             if frame is None:
@@ -100,13 +130,15 @@ class LaneReader:
         self.next_start = start + self.geom.context
         if self.writer is not None and not self.geom.fits(self.next_start, self.expected):
             self._finish_cache()  # the video's last window: only the short tail is left to decode
-        return list(self.buffer)
+        return fit(np.stack(self.buffer), self.size, self.view)
 
     def _finish_cache(self) -> None:
         for frame in self.frames:
             if self.writer is None:
                 return
             self._to_cache(frame)
+        if self.writer is None:
+            return
         try:
             if self.error is None:
                 self.writer.commit()  # publishes only if every expected frame arrived
@@ -141,14 +173,7 @@ class Flight:
             inputs.fill(0)
             targets.fill(0)
             return
-        if isinstance(frames, np.ndarray):  # cached: one copy per block, not per frame
-            inputs[:], targets[:] = frames[:context], frames[context:]
-            return
-        for i, frame in enumerate(frames):
-            if i < context:
-                inputs[i] = frame
-            else:
-                targets[i - context] = frame
+        inputs[:], targets[:] = frames[:context], frames[context:]
 
 
 class Prefetcher:
@@ -245,7 +270,7 @@ class Prefetcher:
             if reader is not None:
                 readers.pop(lane).close()
             try:
-                reader = readers[lane] = LaneReader(self.s, entry.video, entry.start)
+                reader = readers[lane] = LaneReader(self.s, entry.video, entry.start, entry.view)
             except (VideoError, OSError) as e:  # gone or unreadable since it was probed
                 return Failure(0, getattr(e, "reason", None) or getattr(e, "strerror", None) or str(e))
         return reader.window(entry.start)

@@ -9,15 +9,16 @@ for such a file. `av` is imported inside the functions so that importing this mo
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from convlstm_cli.data.probecache import ProbeCache
-from convlstm_cli.data.video import ffmpeg_message, open_video
+from convlstm_cli.data.video import RAW_FORMATS, ffmpeg_message, open_video
 from convlstm_cli.errors import InputError, NoUsableVideoError, VideoError
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".flv", ".wmv",
+    ".h264", ".264", ".h265", ".265", ".hevc",  # raw elementary streams (e.g. Raspberry Pi cameras)
 )  # fmt: skip
 # GIF is left out on purpose: run directories hold prediction.gif files, which are not training data.
 
@@ -30,9 +31,11 @@ class VideoInfo:
         path: The file.
         frames: Number of decodable frames (before any temporal stride).
         height, width: Native frame size.
-        fps: Average frame rate (0.0 when the container does not say).
+        fps: Average frame rate (0.0 when the file declares none, as in a raw H.264 stream).
         codec: Decoder name, e.g. ``h264``.
         counted: True when ``frames`` came from decoding, not from the container's header.
+        first: First decoded frame when this describes a segment of the video (a validation tail
+            starts after the frames trained on); ``frames`` then counts the segment's frames.
     """
 
     path: str
@@ -42,10 +45,20 @@ class VideoInfo:
     fps: float
     codec: str = ""
     counted: bool = False
+    first: int = 0
 
     def strided_frames(self, stride: int = 1) -> int:
         """Frames left after keeping every ``stride``-th one."""
         return -(-self.frames // stride)
+
+    @property
+    def name(self) -> str:
+        """The path, and where the segment starts when it is one (``clip.mp4@300``)."""
+        return f"{self.path}@{self.first}" if self.first else self.path
+
+    def segment(self, first: int, frames: int) -> VideoInfo:
+        """Decoded frames ``[first, first + frames)`` of this video (``first`` a multiple of the stride)."""
+        return replace(self, first=self.first + first, frames=frames)
 
 
 @dataclass
@@ -71,7 +84,9 @@ class ProbeResult:
         return "\n".join(lines)
 
 
-def _fps(stream) -> float:
+def _fps(container, stream) -> float:
+    if container.format.name in RAW_FORMATS:  # no timing in the file: FFmpeg's 25 is a guess
+        return 0.0
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     return float(rate) if rate else 0.0
 
@@ -130,7 +145,7 @@ def probe_video(path) -> VideoInfo:
     container, stream = open_video(path)
     with container:
         cc = stream.codec_context
-        info = VideoInfo(str(path), 0, cc.height, cc.width, _fps(stream), cc.name)
+        info = VideoInfo(str(path), 0, cc.height, cc.width, _fps(container, stream), cc.name)
         header = stream.frames
         packets, dropped, damaged = _count_packets(container, stream)
     if header > 0 and packets + dropped < header:

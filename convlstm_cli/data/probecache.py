@@ -9,12 +9,19 @@ file is probed again.
 One JSON file, `probe-v1.json`, in ``$CONVLSTM_CACHE_DIR``, else ``$XDG_CACHE_HOME/convlstm-cli``,
 else ``~/.cache/convlstm-cli``; ``CONVLSTM_CACHE_DIR=off`` turns it off. A cache that cannot be read
 or written is ignored: it can only save time, never fail a run.
+
+Several runs may probe at once (two trainings on one folder, DDP ranks). `save` is a read-modify-write
+under an exclusive POSIX `flock` on the cache's directory (its inode stays put while the file is
+replaced): it re-reads the file, adds this process's new entries and replaces the file atomically,
+so no writer's entries are lost and a reader never sees half a file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -41,19 +48,38 @@ def _key(path) -> str | None:
     return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
 
 
+@contextlib.contextmanager
+def _locked(file: Path) -> Iterator[None]:
+    """An exclusive lock on ``file``'s directory (a no-op where flock does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: writes stay atomic, concurrent entries may be lost
+        yield
+        return
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(file.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read(file: Path) -> dict:
+    try:
+        loaded = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
 class ProbeCache:
     """Probe outcomes by file identity; `get` and `put` by path, `save` writes the file once."""
 
     def __init__(self, file: Path | None = None) -> None:
         self.file = file if file is not None else cache_file()
-        self.entries: dict[str, dict] = {}
-        self.changed = False
-        if self.file is not None:
-            try:
-                loaded = json.loads(self.file.read_text())
-                self.entries = loaded if isinstance(loaded, dict) else {}
-            except (OSError, ValueError):
-                self.entries = {}
+        self.entries: dict[str, dict] = _read(self.file) if self.file is not None else {}
+        self.added: dict[str, dict] = {}  # this process's new entries, merged into the file by save()
 
     def get(self, path) -> dict | None:
         """{"info": VideoInfo fields} or {"error": reason} for an unchanged file seen before, else None."""
@@ -68,16 +94,21 @@ class ProbeCache:
         key = _key(path)
         if self.file is None or key is None:
             return
-        self.entries.pop(key, None)  # re-inserted last: the newest entries survive trimming
-        self.entries[key] = {"info": asdict(info)} if info is not None else {"error": error}
-        self.changed = True
+        entry = {"info": asdict(info)} if info is not None else {"error": error}
+        self.entries[key] = self.added[key] = entry
 
     def save(self) -> None:
-        if self.file is None or not self.changed:
+        """Merge this process's new entries into the file (under the lock; see the module docstring)."""
+        if self.file is None or not self.added:
             return
-        keep = dict(list(self.entries.items())[-_MAX_ENTRIES:])
         try:
-            atomic.write_text(self.file, json.dumps(keep))
+            with _locked(self.file):
+                merged = _read(self.file)
+                for key, entry in self.added.items():
+                    merged.pop(key, None)  # re-inserted last: the newest entries survive trimming
+                    merged[key] = entry
+                keep = dict(list(merged.items())[-_MAX_ENTRIES:])
+                atomic.write_text(self.file, json.dumps(keep))
         except OSError:
-            pass  # a read-only home or a full disk: probing still worked
-        self.changed = False
+            return  # a read-only home or a full disk: probing still worked
+        self.entries, self.added = keep, {}

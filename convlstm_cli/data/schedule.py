@@ -9,10 +9,12 @@ batch sequence exactly. See `convlstm_cli.data.streamer` for the semantics in wo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from convlstm_cli.data.view import CENTRE, View
 from convlstm_cli.data.window import Window
 from convlstm_cli.errors import NoUsableVideoError
 
@@ -21,11 +23,12 @@ IDLE = -1
 
 @dataclass(frozen=True)
 class Entry:
-    """One lane in one batch: play the window starting at ``start`` of ``video``."""
+    """One lane in one batch: play the window starting at ``start`` of ``video``, seen through ``view``."""
 
     video: int  # IDLE (-1) when the lane holds no data
     start: int
     reset: bool
+    view: View = CENTRE
 
 
 def shard(names: list[str], counts: list[int], rank: int, world_size: int) -> list[int]:
@@ -62,16 +65,20 @@ class Schedule:
         seed, salt: The queue of epoch e is a permutation drawn from ``(seed, salt, e)``.
         shuffle: False keeps the videos in index order.
         loop: True refills the queue forever; False plays one pass, then lanes go idle.
+        views: ``views(epoch, video)`` is the `View` of that pass (None: every pass at the centre).
     """
 
-    def __init__(self, lengths, lanes: int, window: Window, seed=0, salt=0, shuffle=True, loop=True):
+    def __init__(self, lengths, lanes: int, window: Window, seed=0, salt=0, shuffle=True, loop=True,
+                 views: Callable[[int, int], View] | None = None):
         self.lengths = list(lengths)
         self.window = window
         self.seed, self.salt, self.shuffle, self.loop = seed, salt, shuffle, loop
+        self.views = views
         self.broken: dict[int, int] = {}  # video -> frames that could really be read
         self.epoch, self.ptr = 0, 0
         self.order = self.order_for(0)
-        self.lanes: list[tuple[int, int]] = [(IDLE, 0)] * lanes  # (video, start of its next window)
+        # (video, start of its next window, epoch it was drawn in: which pass, hence which view)
+        self.lanes: list[tuple[int, int, int]] = [(IDLE, 0, 0)] * lanes
 
     def order_for(self, epoch: int) -> tuple[int, ...]:
         """The queue of one epoch."""
@@ -103,32 +110,34 @@ class Schedule:
     def step(self) -> list[Entry] | None:
         """Plan the next batch; None when a non-looping pass is over (every lane idle)."""
         entries = []
-        for b, (video, pos) in enumerate(self.lanes):
-            if video != IDLE and self.window.fits(pos, self.length(video)):
-                entries.append(Entry(video, pos, False))
-            else:
-                video = self._draw()
-                pos = 0
-                entries.append(Entry(video, 0, video != IDLE))
-            self.lanes[b] = (video, pos + self.window.context if video != IDLE else 0)
+        for b, (video, pos, drawn) in enumerate(self.lanes):
+            reset = video == IDLE or not self.window.fits(pos, self.length(video))
+            if reset:
+                video, pos, drawn = self._draw(), 0, self.epoch
+            entries.append(Entry(video, pos, reset and video != IDLE, self.view(drawn, video)))
+            self.lanes[b] = (video, pos + self.window.context if video != IDLE else 0, drawn)
         return None if all(e.video == IDLE for e in entries) else entries
+
+    def view(self, epoch: int, video: int) -> View:
+        """How the pass of `epoch` over `video` is seen."""
+        return CENTRE if video == IDLE or self.views is None else self.views(epoch, video)
 
     def finished(self) -> bool:
         """True when a non-looping pass has nothing left to play."""
         return not self.loop and self.ptr >= len(self.order) and all(
-            v == IDLE or not self.window.fits(p, self.length(v)) for v, p in self.lanes
+            v == IDLE or not self.window.fits(p, self.length(v)) for v, p, _ in self.lanes
         )
 
     def new_pass(self) -> None:
         """Start the next epoch with empty lanes (used after a non-looping pass)."""
         self.epoch, self.ptr = self.epoch + 1, 0
         self.order = self.order_for(self.epoch)
-        self.lanes = [(IDLE, 0)] * len(self.lanes)
+        self.lanes = [(IDLE, 0, 0)] * len(self.lanes)
 
     def rewind(self) -> None:
         """Back to the start of the current epoch, lanes empty."""
         self.ptr = 0
-        self.lanes = [(IDLE, 0)] * len(self.lanes)
+        self.lanes = [(IDLE, 0, 0)] * len(self.lanes)
 
     def snapshot(self) -> tuple:
         """The state, cheap to take per batch (the order tuple is shared, not copied)."""

@@ -52,6 +52,7 @@ from convlstm_cli.data.cache import FrameCache
 from convlstm_cli.data.prefetch import Flight, Prefetcher, StreamSpec
 from convlstm_cli.data.probe import Skipped, VideoInfo, probe_video
 from convlstm_cli.data.schedule import IDLE, Schedule, shard
+from convlstm_cli.data.view import RESIZE_MODES, Augment, View, base_size, draw_view
 from convlstm_cli.data.window import Window
 from convlstm_cli.errors import ConfigError, InputError, NoUsableVideoError, VideoError
 
@@ -86,12 +87,14 @@ class Batch:
         return replace(self, **move)
 
 
-def _relative_names(paths: list[str]) -> list[str]:
-    # Saved states name videos relative to their common folder, so a moved dataset still resumes.
-    if len(paths) == 1:
-        return [Path(paths[0]).name]
-    common = os.path.commonpath([os.path.abspath(os.path.dirname(p)) for p in paths])
-    return [os.path.relpath(os.path.abspath(p), common) for p in paths]
+def _relative_names(infos: list[VideoInfo]) -> list[str]:
+    # Saved states name videos relative to their common folder, so a moved dataset still resumes;
+    # a segment of a video is named with where it starts (clip.mp4@300).
+    tag = [f"@{v.first}" if v.first else "" for v in infos]
+    if len(infos) == 1:
+        return [Path(infos[0].path).name + tag[0]]
+    common = os.path.commonpath([os.path.abspath(os.path.dirname(v.path)) for v in infos])
+    return [os.path.relpath(os.path.abspath(v.path), common) + t for v, t in zip(infos, tag)]
 
 
 class ClipStreamer:
@@ -113,6 +116,9 @@ class ClipStreamer:
         prefetch: Batches planned and decoded ahead (the bound on the queue of ready batches).
         cache_dir: Keep decoded frames there (memory-mapped) so later epochs skip decoding.
         pin_memory: Allocate batches in pinned memory (None: when CUDA is available; never without it).
+        resize: How frames of another aspect ratio reach ``size``: crop, pad or stretch (`data.view`).
+        random_crop: Each pass over a video crops at a random place (training); else at the centre.
+        augment: What each pass's `View` may do besides (zoom, flip, reversal, jitter); None: nothing.
 
     Attributes:
         videos: This rank's videos, sorted by path.
@@ -141,8 +147,14 @@ class ClipStreamer:
         prefetch: int = 4,
         cache_dir: str | None = None,
         pin_memory: bool | None = None,
+        resize: str = "stretch",
+        random_crop: bool = False,
+        augment: Augment | None = None,
     ):
         _check_args(batch_size, context, horizon, size, channels, stride, rank, world_size, workers, prefetch)
+        if resize not in RESIZE_MODES:
+            raise ConfigError(f"clip streamer: resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+        self.resize, self.random_crop, self.augment = resize, random_crop, augment
         self.batch_size, self.window = batch_size, Window(context, horizon)
         self.size, self.channels, self.stride = (int(size[0]), int(size[1])), channels, stride
         self.seed, self.shuffle, self.loop, self.rank, self.world_size = seed, shuffle, loop, rank, world_size
@@ -154,18 +166,29 @@ class ClipStreamer:
         self.videos = self._select(videos)
         self._paths = [v.path for v in self.videos]
         self._lengths = [v.strided_frames(stride) for v in self.videos]
-        self._names = _relative_names(self._paths)
-        self._spec = StreamSpec(
-            batch_size, self.window, self.size, channels, stride, workers, prefetch, self.pin_memory,
-            self._paths, self._lengths, FrameCache(cache_dir) if cache_dir else None,
-        )  # fmt: skip
+        self._names = _relative_names(self.videos)
+        self._spec = self._make_spec(cache_dir)
         self._position = (self._new_schedule(fresh=True).snapshot(), {})
         self._run: Prefetcher | None = None
+
+    def _make_spec(self, cache_dir: str | None) -> StreamSpec:
+        bases = [base_size((v.height, v.width), self.size, self.resize) for v in self.videos]
+        firsts = [v.first // self.stride for v in self.videos]
+        return StreamSpec(
+            self.batch_size, self.window, self.size, self.channels, self.stride, self.workers, self.prefetch,
+            self.pin_memory, self._paths, self._lengths, FrameCache(cache_dir) if cache_dir else None,
+            firsts, bases, self.resize,
+        )  # fmt: skip
+
+    def _view(self, epoch: int, video: int) -> View:
+        """The view of one pass (`data.view.draw_view`): drawn for training, the centre otherwise."""
+        view = draw_view(self.augment, self.seed, self.rank, epoch, video, self._lengths[video])
+        return view if self.random_crop else replace(view, y=0.5, x=0.5)
 
     def _select(self, videos) -> list[VideoInfo]:
         infos, seen = [], set()
         for v in videos:
-            path = v.path if isinstance(v, VideoInfo) else str(v)
+            path = v.name if isinstance(v, VideoInfo) else str(v)
             if path in seen:
                 continue
             seen.add(path)
@@ -174,7 +197,7 @@ class ClipStreamer:
             except VideoError as e:
                 self.skipped.append(Skipped(path, e.reason))
         usable = []
-        for info in sorted(infos, key=lambda i: i.path):
+        for info in sorted(infos, key=lambda i: i.name):
             n = info.strided_frames(self.stride)
             if self.window.count(n):
                 usable.append(info)
@@ -186,7 +209,7 @@ class ClipStreamer:
             why = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in self.skipped[:3])
             raise NoUsableVideoError(f"no usable video among {len(seen)} given ({why})")
         counts = [self.window.count(i.strided_frames(self.stride)) for i in usable]
-        mine = shard([i.path for i in usable], counts, self.rank, self.world_size)
+        mine = shard([i.name for i in usable], counts, self.rank, self.world_size)
         if not mine:
             raise NoUsableVideoError(
                 f"rank {self.rank} of {self.world_size} has no video: only {len(usable)} usable videos"
@@ -194,7 +217,9 @@ class ClipStreamer:
         return [usable[i] for i in mine]
 
     def _new_schedule(self, fresh: bool = False) -> Schedule:
-        sched = Schedule(self._lengths, self.batch_size, self.window, self.seed, self.rank, self.shuffle, self.loop)
+        views = self._view if self.random_crop or (self.augment is not None and self.augment.active) else None
+        sched = Schedule(self._lengths, self.batch_size, self.window, self.seed, self.rank, self.shuffle, self.loop,
+                         views)
         if not fresh:
             sched.restore(self._position[0])
             sched.broken = dict(self._position[1])
@@ -285,7 +310,7 @@ class ClipStreamer:
             "epoch": epoch,
             "order": list(order),
             "ptr": ptr,
-            "lanes": [[video, pos] for video, pos in lanes],
+            "lanes": [[video, pos, drawn] for video, pos, drawn in lanes],
             "broken": [[video, frames] for video, frames in sorted(broken.items())],
         }
 
@@ -307,7 +332,8 @@ class ClipStreamer:
                 f"that differ (e.g. {', '.join(diff) or 'their order'}); resume with the same videos"
             )
         self.close()
-        lanes = tuple((int(v), int(p)) for v, p in state["lanes"])
+        # A lane is [video, position, epoch drawn in]; states saved before views have no epoch.
+        lanes = tuple((int(v), int(p), int(rest[0]) if rest else int(state["epoch"])) for v, p, *rest in state["lanes"])
         snap = (int(state["epoch"]), tuple(int(i) for i in state["order"]), int(state["ptr"]), lanes)
         self._position = (snap, {int(v): int(n) for v, n in state["broken"]})
 

@@ -16,8 +16,11 @@ Finding and probing files (`VideoInfo`, `probe_videos`) is in `convlstm_cli.data
 
 from __future__ import annotations
 
+import errno
 import itertools
 import math
+import os
+import stat
 import warnings
 from collections.abc import Callable, Iterator
 from fractions import Fraction
@@ -26,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from convlstm_cli.atomic import Staged
+from convlstm_cli.data.view import RESIZE_MODES, base_size, fit
 from convlstm_cli.errors import VideoError
 
 # Demuxers FFmpeg uses for still images; a picture renamed to .avi opens as a one-frame "video".
@@ -41,15 +45,39 @@ def ffmpeg_message(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
+# Raw elementary streams carry no timestamps: FFmpeg assumes 25 frames/s for them.
+RAW_FORMATS = ("h264", "hevc")
+
+
+def file_problem(p: Path) -> str | None:
+    """Why ``p`` cannot be read as a file (missing, a link loop, a directory, unreadable, ...), or None."""
+    try:
+        st = os.stat(p)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        if p.is_symlink():
+            return f"a broken symbolic link (to {os.readlink(p)})"
+        return "no such file" if e.errno == errno.ENOENT else f"cannot be read ({e.strerror})"
+    if stat.S_ISDIR(st.st_mode):
+        return "a directory, not a video file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a pipe, socket or device)"
+    if not os.access(p, os.R_OK):
+        return "permission denied"
+    if st.st_size == 0:
+        return "empty file (0 bytes)"
+    return None
+
+
 def open_video(path):
     """Open ``path`` and pick its video stream; returns (container, stream) or raises VideoError."""
     import av
 
     p = Path(path)
-    if not p.is_file():
-        raise VideoError(p, "not a file" if p.exists() else "no such file")
-    if p.stat().st_size == 0:
-        raise VideoError(p, "empty file (0 bytes)")
+    problem = file_problem(p)
+    if problem:
+        raise VideoError(p, problem)
     try:
         container = av.open(str(p), mode="r", metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
@@ -86,18 +114,23 @@ def iter_frames(
     stride: int = 1,
     start: int = 0,
     on_error: Callable[[str], None] | None = None,
+    *,
+    resize: str = "stretch",
+    base: bool = False,
 ) -> Iterator[np.ndarray]:
     """Decode a video sequentially, one frame at a time.
 
     Args:
         path: The video file.
-        size: ``(H, W)`` to resize to inside FFmpeg, or None for the native size.
+        size: ``(H, W)`` to resize to, or None for the native size.
         channels: 1 for gray, 3 for RGB.
         stride: Keep every ``stride``-th decoded frame.
         start: First strided frame to yield (earlier frames are decoded and dropped, never seeked:
             seeking is not frame-exact for variable frame rates).
         on_error: Called with one line (path and reason) when the stream breaks mid-way; the
             iteration then ends, keeping the frames already yielded. Default: `VideoDecodeWarning`.
+        resize: How another aspect ratio reaches ``size``: crop, pad or stretch (`data.view`).
+        base: Yield frames at the base size (scaled, not yet cropped or padded to ``size``).
 
     Yields:
         uint8 arrays ``[C, H, W]``.
@@ -109,12 +142,18 @@ def iter_frames(
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if stride < 1 or start < 0:
         raise ValueError(f"stride must be >= 1 and start >= 0, got stride={stride}, start={start}")
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
     container, stream = open_video(path)
+    cc = stream.codec_context
     fmt = "gray" if channels == 1 else "rgb24"
     # Frame threading helps large frames; for small ones its hand-offs cost more than they save.
-    if stream.codec_context.width * stream.codec_context.height >= 640 * 360:
+    if cc.width * cc.height >= 640 * 360:
         stream.thread_type = "AUTO"
-    return _decode(container, stream, path, size, fmt, stride, start * stride, on_error or _warn)
+    scaled = None if size is None else base_size((cc.height, cc.width), size, resize)
+    out = None if size is None or base or scaled == tuple(size) else tuple(size)
+    frames = _decode(container, stream, path, scaled, fmt, stride, start * stride, on_error or _warn)
+    return frames if out is None else (fit(f, out) for f in frames)
 
 
 def _decode(container, stream, path, size, fmt, stride, first, on_error) -> Iterator[np.ndarray]:
@@ -149,17 +188,18 @@ def _decode(container, stream, path, size, fmt, stride, first, on_error) -> Iter
         container.close()
 
 
-def read_frames(path, size=None, channels: int = 1, stride: int = 1, start: int = 0, count=None, on_error=None):
+def read_frames(path, size=None, channels: int = 1, stride: int = 1, start: int = 0, count=None, on_error=None,
+                resize: str = "stretch"):
     """Decode frames ``[start, start + count)`` (strided units) into one array.
 
     Args:
-        path, size, channels, stride, start, on_error: As for `iter_frames`.
+        path, size, channels, stride, start, on_error, resize: As for `iter_frames`.
         count: Number of frames, or None for all to the end.
 
     Returns:
         uint8 array ``[T, C, H, W]`` (T may be less than ``count`` near the end of the video).
     """
-    frames = list(itertools.islice(iter_frames(path, size, channels, stride, start, on_error), count))
+    frames = list(itertools.islice(iter_frames(path, size, channels, stride, start, on_error, resize=resize), count))
     if not frames:
         h, w = size if size is not None else (0, 0)
         return np.zeros((0, channels, h, w), np.uint8)
@@ -196,7 +236,7 @@ def output_rate(fps: float, gif: bool) -> tuple[Fraction, str | None]:
     top = MAX_FPS["gif" if gif else "video"]
     kind = "GIF" if gif else "video"
     if not fps or not math.isfinite(fps) or fps <= 0:
-        return Fraction(10), f"the clip declares no frame rate: the {kind} plays at 10 frames/s"
+        return Fraction(25), f"the clip declares no frame rate: the {kind} plays at 25 frames/s (FFmpeg's assumption)"
     clamped = min(max(fps, MIN_FPS), top)
     rate = Fraction(clamped).limit_denominator(1001)
     if clamped != fps:

@@ -2,7 +2,8 @@
 
     encoder:    frames ─stem→ ConvLSTM_0 ─down→ ConvLSTM_1 ─down→ … ConvLSTM_{L-1}
     forecaster:           F_0 ←up─ F_1 ←up─ … F_{L-1}   (F_l starts from the encoder's (h, c) at level l)
-    head:       F_0 ─up→ conv → logits (+ logit of the last frame) ─σ→ frames in [0, 1]
+    head:       [F_0 ─up→ features ‖ last frame x_t] ─refine→ conv → residual r
+                prediction = x_t + r  (clamped to [0, 1]; gated: x_t + σ(g)·r)
 
 Shapes: frames [B, T, C, H, W] in [0, 1] → prediction [B, horizon, C, H, W]. Level l works at
 H / (s·2^l) where s is the stem stride; H and W must be divisible by s·2^(L-1) and nothing else
@@ -12,9 +13,20 @@ The top forecaster level has no input: it unrolls `horizon` steps from the encod
 (as in Shi et al. 2017), so every forecaster level can run as one multi-step layer, level by level,
 top-down, and the per-frame convolutions run once over all horizon frames.
 
-`skip_last_frame` adds the logit of the last observed frame to the head's output, so an untrained
-model starts as the copy-last-frame predictor and learns the change: far faster to beat that
-baseline, which is strong on slow video.
+`skip_last_frame` makes the model predict the change from the last observed frame x_t, which is
+strong on slow video and exact on still content. Three ways (`output`):
+
+- ``residual`` (default): x_t + r, with r from the head. The head's last convolution starts at zero,
+  so an untrained model *is* the copy-last-frame predictor, exactly: validation at step 0 equals the
+  baseline and training can only select something better. The head also sees x_t at full resolution
+  (the encoder sees it only down-sampled), so it can shift edges by sub-pixel amounts (r ≈ −v·∇x_t).
+- ``gated``: x_t + σ(g)·r, a second head map g gating the change per pixel: σ(g) → 0 keeps still
+  regions exactly as they were.
+- ``logit``: σ(head + logit(x_t)), the first version's form (kept so its checkpoints load): near, not
+  equal to, copy-last at the start, and a small error on every pixel.
+
+The prediction is clamped to [0, 1] with a straight-through gradient, so the loss still pulls a value
+that overshoots back in.
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ class ModelConfig:
     peephole: bool = False
     forget_bias: float = 1.0
     skip_last_frame: bool = True
+    output: str = "residual"  # residual | gated | logit (how the last frame is added; see the module)
 
     def kernels(self) -> tuple[int, ...]:
         k = self.kernel_size
@@ -54,6 +67,14 @@ def per_frame(module: nn.Module, x: Tensor) -> Tensor:
     """Apply a 2-D module to every frame of [B, T, C, H, W] as one batch of B·T images."""
     y = module(x.flatten(0, 1))
     return y.unflatten(0, x.shape[:2])
+
+
+def clamp_unit(x: Tensor) -> Tensor:
+    """x clamped to [0, 1] in value, with the gradient of the identity (straight-through)."""
+    return x + (x.clamp(0.0, 1.0) - x).detach()
+
+
+OUTPUTS = ("residual", "gated", "logit")
 
 
 def stem_conv(cin: int, cout: int, stride: int) -> nn.Conv2d:
@@ -82,7 +103,8 @@ class EncoderForecaster(nn.Module):
         stem_channels: channels of the stem convolution and of the head's up-sampling.
         stem_stride: down-sampling of the stem (1, 2, or a patch size such as 4).
         peephole, forget_bias: passed to every `ConvLSTM`.
-        skip_last_frame: predict in logit space relative to the last observed frame.
+        skip_last_frame: predict the change from the last observed frame (see the module docstring).
+        output: residual, gated or logit: how that change is applied.
     """
 
     def __init__(
@@ -96,10 +118,13 @@ class EncoderForecaster(nn.Module):
         peephole: bool = False,
         forget_bias: float = 1.0,
         skip_last_frame: bool = True,
+        output: str = "residual",
     ) -> None:
         super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         cfg = ModelConfig(in_channels, tuple(hidden_channels), kernel_size, horizon, stem_channels,
-                          stem_stride, peephole, forget_bias, skip_last_frame)
+                          stem_stride, peephole, forget_bias, skip_last_frame, output)
         self.cfg = cfg
         hs, ks = cfg.hidden_channels, cfg.kernels()
         act = nn.LeakyReLU(0.2)
@@ -121,10 +146,22 @@ class EncoderForecaster(nn.Module):
             [nn.Sequential(up_conv(hs[0], stem_channels, stem_stride), act)]
             + [nn.Sequential(up_conv(hs[i], hs[i - 1], 2), act) for i in range(1, len(hs))]
         )
-        self.head = nn.Conv2d(stem_channels, in_channels, 3, padding=1)
-        if skip_last_frame:  # start as copy-last-frame: a near-zero residual in logit space
-            nn.init.normal_(self.head.weight, std=1e-3)
-            nn.init.zeros_(self.head.bias)
+        self._build_head(in_channels, stem_channels, act)
+
+    def _build_head(self, channels: int, width: int, act: nn.Module) -> None:
+        cfg = self.cfg
+        self.refine = None
+        if not cfg.skip_last_frame or cfg.output == "logit":  # the first version's head (its checkpoints)
+            self.head = nn.Conv2d(width, channels, 3, padding=1)
+            if cfg.skip_last_frame:  # start near copy-last-frame: a near-zero residual in logit space
+                nn.init.normal_(self.head.weight, std=1e-3)
+                nn.init.zeros_(self.head.bias)
+            return
+        # The up-sampled features beside the last frame at full resolution, then the change.
+        self.refine = nn.Sequential(nn.Conv2d(width + channels, width, 3, padding=1), act)
+        self.head = nn.Conv2d(width, channels * (2 if cfg.output == "gated" else 1), 3, padding=1)
+        nn.init.zeros_(self.head.weight)  # r = 0: the untrained model is exactly copy-last
+        nn.init.zeros_(self.head.bias)
 
     @classmethod
     def from_config(cls, cfg: ModelConfig | dict) -> EncoderForecaster:
@@ -199,11 +236,22 @@ class EncoderForecaster(nn.Module):
         for level in reversed(range(len(self.forecaster))):
             y, _ = self.forecaster[level](y, state[level], steps=horizon)
             y = per_frame(self.up[level], y)
-        logits = per_frame(self.head, y)
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 → fp32, fp64 stays
-        if self.cfg.skip_last_frame:
-            logits = logits + torch.logit(last_frame.to(logits.dtype).clamp(1e-3, 1 - 1e-3)).unsqueeze(1)
-        return torch.sigmoid(logits)
+        return self.output(y, last_frame)
+
+    def output(self, y: Tensor, last_frame: Tensor) -> Tensor:
+        """Frames in [0, 1] from head features y [B, K, S, H, W] and the last frame x_t [B, C, H, W]."""
+        dtype = torch.promote_types(y.dtype, torch.float32)  # bf16 → fp32 outputs, fp64 stays fp64
+        if self.refine is None:
+            logits = per_frame(self.head, y).to(dtype)
+            if self.cfg.skip_last_frame:
+                logits = logits + torch.logit(last_frame.to(dtype).clamp(1e-3, 1 - 1e-3)).unsqueeze(1)
+            return torch.sigmoid(logits)
+        x = last_frame.unsqueeze(1).expand(-1, y.shape[1], -1, -1, -1)
+        r = per_frame(self.head, per_frame(self.refine, torch.cat([y, x.to(y.dtype)], dim=2))).to(dtype)
+        if self.cfg.output == "gated":
+            change, gate = r.chunk(2, dim=2)
+            r = torch.sigmoid(gate) * change
+        return clamp_unit(x.to(dtype) + r)
 
     def forward(self, frames: Tensor, state: StreamState | None = None, horizon: int | None = None):
         """Encode frames from `state`, forecast the next frames.

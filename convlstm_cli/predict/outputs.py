@@ -46,12 +46,13 @@ class ClipSource:
     expected_frames: int | None
     max_frames: int | None = None
     notes: list[str] = field(default_factory=list)
+    resize: str = "stretch"
 
     def frames(self) -> Iterator[np.ndarray]:
-        """uint8 [C, H, W] frames, decoded lazily one at a time."""
+        """uint8 [C, H, W] frames, decoded lazily one at a time (centre crop or pad, as trained)."""
         from convlstm_cli.data.video import iter_frames
 
-        it = iter_frames(self.path, self.size, self.channels, self.stride)
+        it = iter_frames(self.path, self.size, self.channels, self.stride, resize=self.resize)
         return itertools.islice(it, self.max_frames) if self.max_frames else it
 
 
@@ -76,10 +77,12 @@ def open_clip(path: str | Path, config, max_frames: int | None = None) -> ClipSo
 
     path = Path(path)
     info = probe_video(path)
-    (h, w), c, stride = config.data.hw(), config.data.channels, config.data.stride
+    (h, w), c, stride, resize = config.data.hw(), config.data.channels, config.data.stride, config.data.resize
     notes = []
     if (info.height, info.width) != (h, w):
-        notes.append(f"clip is {info.width}x{info.height}; resized to the model's {w}x{h}")
+        how = {"crop": "the short side fitted, the centre kept", "pad": "the long side fitted, black bars added",
+               "stretch": "stretched"}[resize]
+        notes.append(f"clip is {info.width}x{info.height}; resized to the model's {w}x{h} ({how}: data.resize {resize})")
     colour = _is_colour(path)
     if c == 1 and colour:
         notes.append("clip is in colour; converted to grayscale (the model takes 1 channel)")
@@ -91,7 +94,7 @@ def open_clip(path: str | Path, config, max_frames: int | None = None) -> ClipSo
     if max_frames:
         expected = min(expected, max_frames)
     fps = info.fps / stride if info.fps > 0 else 0.0  # 0: no declared rate (the writers say so)
-    return ClipSource(path, (h, w), c, stride, fps, expected, max_frames, notes)
+    return ClipSource(path, (h, w), c, stride, fps, expected, max_frames, notes, resize)
 
 
 class PredictionOutputs:
