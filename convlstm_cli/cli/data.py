@@ -11,24 +11,36 @@ from convlstm_cli.cli.common import fail, known_errors
 
 
 def make_data(
-    out_dir: Annotated[Path, typer.Argument(readable=False, help="Directory to write shapes_0000.mp4, ... into (created if missing).")],
+    out_dir: Annotated[Path, typer.Argument(readable=False, help="Directory to write the videos into (created if missing).")],
+    scene: Annotated[str, typer.Option("--scene", help="shapes (bouncing shapes), pans (a camera moving over real "
+                                       "photographs: real-like footage, needs scikit-image).")] = "shapes",
     num: Annotated[int, typer.Option("--num", help="Number of videos.")] = 8,
-    frames: Annotated[int, typer.Option("--frames", help="Frames per video.")] = 64,
-    size: Annotated[int, typer.Option("--size", help="Frame height and width in pixels.")] = 64,
+    frames: Annotated[int | None, typer.Option("--frames", help="Frames per video (default: 64; pans: 150-300).")] = None,
+    size: Annotated[int, typer.Option("--size", help="Frame height and width in pixels (shapes).")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seed; the same seed writes the same videos.")] = 0,
-    channels: Annotated[int, typer.Option("--channels", help="1 = gray, 3 = colour.")] = 1,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite shapes_*.mp4 files already there.")] = False,
+    channels: Annotated[int, typer.Option("--channels", help="1 = gray, 3 = colour (shapes).")] = 1,
+    held_out: Annotated[bool, typer.Option("--held-out", help="pans: use the photographs kept for final "
+                                           "figures (never for choosing anything).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite videos of the same names already there.")] = False,
 ) -> None:
-    """Write short videos of bouncing shapes (deterministic, nothing is downloaded)."""
+    """Write sample videos (deterministic, nothing is downloaded)."""
+    from convlstm_cli.data.pans import make_pans
     from convlstm_cli.data.synthetic import make_dataset
 
     if channels not in (1, 3):
         raise fail(f"--channels {channels}: expected 1 or 3")
+    makers = {
+        "shapes": lambda: make_dataset(out_dir, num=num, frames=frames or 64, size=size, seed=seed,
+                                       channels=channels, overwrite=force),
+        "pans": lambda: make_pans(out_dir, num=num, frames=frames, seed=seed, held_out=held_out, overwrite=force),
+    }
+    if scene not in makers:
+        raise fail(f"--scene {scene}: expected one of {', '.join(makers)}")
     with known_errors():
-        paths = make_dataset(out_dir, num=num, frames=frames, size=size, seed=seed, channels=channels, overwrite=force)
+        paths = makers[scene]()
     for path in paths:
         typer.echo(str(path))
-    typer.echo(f"wrote {len(paths)} videos ({frames} frames of {size}x{size}, {channels} channel(s)) to {out_dir}")
+    typer.echo(f"wrote {len(paths)} {scene} videos to {out_dir}")
 
 
 def probe(

@@ -54,6 +54,7 @@ def stream_predict(
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     compile: bool = False,
+    reset: bool = False,
 ) -> Iterator[StreamChunk]:
     """Stream frames through the model chunk by chunk with its state carried.
 
@@ -72,6 +73,8 @@ def stream_predict(
             zero state, so it is a graph of its own). The clip's last, shorter chunk runs eagerly
             rather than compile a third graph. Off by default: `predict`'s 64-frame chunks gain
             ~1.5× but compile for ~2 min, which only a clip of ~100,000 frames pays back.
+        reset: start every chunk from a zero state instead (`convlstm eval`'s "reset" mode: the
+            state lives for one chunk, as in stateless training).
 
     Yields:
         `StreamChunk`s covering every input frame exactly once, in order.
@@ -87,7 +90,7 @@ def stream_predict(
         x = frames_to_unit(window, device)
         step = compiled if compiled is not None and n == chunk else model.predict_each_step
         with torch.inference_mode(), autocast(device, precision):
-            pred, state = step(x[None, :n], state, horizon)
+            pred, state = step(x[None, :n], None if reset else state, horizon)
         return StreamChunk(start, np.stack(window), x, pred[0].float())
 
     for frame in frames:
@@ -121,3 +124,53 @@ def encode_context(model, frames: Iterator[np.ndarray], context: int, chunk: int
         if seen == context:
             break
     return state, last, seen
+
+
+def window_predict(
+    model: torch.nn.Module,
+    frames: Iterable[np.ndarray],
+    window: int,
+    horizon: int = 1,
+    chunk: int = 64,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+) -> Iterator[StreamChunk]:
+    """The stateless alternative to `stream_predict`: a sliding window of `window` frames.
+
+    For every frame t the model starts from a zero state, reads frames max(0, t−W+1) … t and forecasts
+    t+1 … t+horizon, so it can only know what happened in the last W frames. The windows of a chunk
+    run as one batch. Yields the same `StreamChunk`s as `stream_predict` (same frames, same order).
+    """
+    device = torch.device(device)
+    hist: list[np.ndarray] = []  # the W−1 frames before the chunk
+    buf: list[np.ndarray] = []
+    start = 0
+
+    def run(n: int) -> StreamChunk:
+        x = frames_to_unit(hist + buf[: n + horizon], device)
+        h, preds = len(hist), []
+        with torch.inference_mode(), autocast(device, precision):
+            for i in range(n):  # at a clip's start a window is shorter: it holds what there is
+                if h + i - window + 1 < 0:
+                    preds.append(model(x[None, : h + i + 1], None, horizon)[0][0])
+            full = [h + i - window + 1 for i in range(n) if h + i - window + 1 >= 0]
+            if full:
+                wins = x.unfold(0, window, 1).permute(0, 4, 1, 2, 3)[full[0] : full[-1] + 1]  # [N, W, C, H, W]
+                preds += list(torch.cat([model(b, None, horizon)[0] for b in wins.split(16)]))
+        pred = torch.stack(preds).float()
+        return StreamChunk(start, np.stack(buf[: n + horizon]), x[h:], pred)
+
+    def advance(n: int) -> None:
+        nonlocal hist, buf, start
+        hist = (hist + buf[:n])[-(window - 1):] if window > 1 else []
+        buf, start = buf[n:], start + n
+
+    for frame in frames:
+        buf.append(frame)
+        if len(buf) == chunk + horizon:
+            yield run(chunk)
+            advance(chunk)
+    while buf:
+        n = min(chunk, len(buf))
+        yield run(n)
+        advance(n)
