@@ -3,6 +3,7 @@
 Public API (see README):
 
     from convlstm_cli import ConvLSTM, EncoderForecaster, StreamState, ClipStreamer
+    from convlstm_cli import ConvLSTM2d, Stateful            # nn.LSTM-style ConvLSTM, any RNN kept stateful
     from convlstm_cli import load_model, stream_predict, predict_clip
 
 Importing the package imports torch but not av or torchvision; the video modules load them lazily.
@@ -14,6 +15,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "ConvLSTM": "convlstm_cli.model.convlstm",
+    "ConvLSTM2d": "convlstm_cli.model.convlstm2d",
+    "Stateful": "convlstm_cli.stateful",
     "EncoderForecaster": "convlstm_cli.model.forecaster",
     "ModelConfig": "convlstm_cli.model.forecaster",
     "StreamState": "convlstm_cli.model.state",

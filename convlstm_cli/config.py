@@ -80,6 +80,7 @@ class TrainConfig:
     # torch.compile mode; "reduce-overhead" also replays each step as CUDA graphs (cuda only)
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune-no-cudagraphs
     detach_every: int = 1  # TBPTT: detach the carried state every N chunks (backprop through N chunks)
+    dense_loss: bool = False  # also supervise the one-step prediction from every frame of a chunk
     stateless: bool = False  # reset the state every chunk (for comparison with stateful training)
     seed: int = 0
     device: str = "auto"
@@ -430,7 +431,7 @@ CHOICES = {
     "train.compile_mode": COMPILE_MODES,
     "data.resize": ("crop", "pad", "stretch"),
     "data.val_split": ("auto", "videos", "tail"),
-    "model.output": ("residual", "gated", "logit"),
+    "model.output": ("residual", "gated", "flow", "logit"),
 }
 
 

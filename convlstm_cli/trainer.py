@@ -30,7 +30,7 @@ from convlstm_cli.data.view import Augment
 from convlstm_cli.device import autocast, resolve_compile, resolve_device, resolve_precision, to_unit
 from convlstm_cli.errors import InputError
 from convlstm_cli.evaluate import evaluate
-from convlstm_cli.model.forecaster import EncoderForecaster
+from convlstm_cli.model.forecaster import EncoderForecaster, EveryStep
 from convlstm_cli.model.state import StreamState
 from convlstm_cli.runlog import RunLog, Throughput
 from convlstm_cli.step import make_optimizer, train_step
@@ -149,10 +149,10 @@ class Trainer:
         self.model = EncoderForecaster.from_config(self.cfg.model).to(self.device)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.net: torch.nn.Module = self.model
+        self.net: torch.nn.Module = EveryStep(self.model) if t.dense_loss else self.model
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         # CUDA graphs ("reduce-overhead") replay a whole forward and backward as one launch. That pays
         # where a step is launch-bound (many small per-time-step kernels: small models and batches);
         # the gpu sample config at 16 lanes on an H100 trained at the same speed either way.
@@ -202,7 +202,10 @@ class Trainer:
         chunks = []
         for batch in batches:
             batch = batch.to(self.device)  # asynchronous copies from pinned memory
-            chunks.append((to_unit(batch.inputs, self.device), to_unit(batch.targets, self.device), batch.reset))
+            inputs, targets = to_unit(batch.inputs, self.device), to_unit(batch.targets, self.device)
+            if self.cfg.train.dense_loss:  # frames 1 … T−1 one step ahead, then the forecast
+                targets = torch.cat([inputs[:, 1:], targets], dim=1)
+            chunks.append((inputs, targets, batch.reset))
         loss, bad, self.state = train_step(
             self.net, self.optimizer, chunks, self.state, params=list(self.model.parameters()), fused=self.fused,
             amp=lambda: autocast(self.device, self.precision), loss_fn=self.loss_fn,

@@ -13,7 +13,8 @@ from convlstm_cli.cli.common import fail, known_errors
 def make_data(
     out_dir: Annotated[Path, typer.Argument(readable=False, help="Directory to write the videos into (created if missing).")],
     scene: Annotated[str, typer.Option("--scene", help="shapes (bouncing shapes), pans (a camera moving over real "
-                                       "photographs: real-like footage, needs scikit-image).")] = "shapes",
+                                       "photographs: real-like footage, needs scikit-image), occlusion (balls hidden "
+                                       "for --hidden frames: a memory task, with ground truth).")] = "shapes",
     num: Annotated[int, typer.Option("--num", help="Number of videos.")] = 8,
     frames: Annotated[int | None, typer.Option("--frames", help="Frames per video (default: 64; pans: 150-300).")] = None,
     size: Annotated[int, typer.Option("--size", help="Frame height and width in pixels (shapes).")] = 64,
@@ -21,9 +22,13 @@ def make_data(
     channels: Annotated[int, typer.Option("--channels", help="1 = gray, 3 = colour (shapes).")] = 1,
     held_out: Annotated[bool, typer.Option("--held-out", help="pans: use the photographs kept for final "
                                            "figures (never for choosing anything).")] = False,
+    hidden: Annotated[int, typer.Option("--hidden", help="occlusion: frames a ball stays hidden (longer than a chunk).")] = 20,
+    margin: Annotated[int, typer.Option("--margin", help="occlusion: pixels balls may travel outside the frame.")] = 0,
+    window: Annotated[int, typer.Option("--window", help="occlusion: the window the memory ground truth is for.")] = 8,
     force: Annotated[bool, typer.Option("--force", help="Overwrite videos of the same names already there.")] = False,
 ) -> None:
     """Write sample videos (deterministic, nothing is downloaded)."""
+    from convlstm_cli.data.occlusion import make_occlusion
     from convlstm_cli.data.pans import make_pans
     from convlstm_cli.data.synthetic import make_dataset
 
@@ -33,6 +38,8 @@ def make_data(
         "shapes": lambda: make_dataset(out_dir, num=num, frames=frames or 64, size=size, seed=seed,
                                        channels=channels, overwrite=force),
         "pans": lambda: make_pans(out_dir, num=num, frames=frames, seed=seed, held_out=held_out, overwrite=force),
+        "occlusion": lambda: make_occlusion(out_dir, num=num, frames=frames or 120, size=size, seed=seed,
+                                            hidden=hidden, margin=margin, window=window, overwrite=force),
     }
     if scene not in makers:
         raise fail(f"--scene {scene}: expected one of {', '.join(makers)}")

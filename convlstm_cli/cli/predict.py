@@ -35,10 +35,14 @@ def summary(result) -> list:
     table = Table(title=title, title_justify="left")
     for col in ("metric", "model", "copy-last baseline", "model − baseline"):
         table.add_column(col, justify="left" if col == "metric" else "right")
+    window = d.get("window")
+    if window:
+        table.add_column(f"stateless window W={window['window']}", justify="right")
     for key, label, fmt in METRIC_ROWS:
         m, b = d["model"][key], d["baseline"][key]
         diff = None if m is None or b is None else m - b
-        table.add_row(label, _fmt(fmt, m), _fmt(fmt, b), _fmt("{:+" + fmt[2:], diff))
+        extra = [_fmt(fmt, window[key])] if window else []
+        table.add_row(label, _fmt(fmt, m), _fmt(fmt, b), _fmt("{:+" + fmt[2:], diff), *extra)
     out = [*facts, table]
     if len(d["by_step"]) > 1:
         steps = Table(title="by lead time", title_justify="left")
@@ -71,6 +75,8 @@ def predict(
     png: Annotated[bool, typer.Option("--png/--no-png", help="Write forecast.png.")] = True,
     gif_frames: Annotated[int, typer.Option(help="The GIF holds the first N frames (the mp4 holds all).")] = 300,
     error_gain: Annotated[float, typer.Option(help="Error panels show |prediction − truth| × this.")] = 4.0,
+    stateless_window: Annotated[int | None, typer.Option("--stateless-window", help="Also score the model run as "
+                                "a stateless sliding window of W frames on the same frames.")] = None,
 ) -> None:
     """Predict the next frames of CLIP with a trained model, beside the truth and the copy-last baseline.
 
@@ -96,6 +102,7 @@ def predict(
                 clip, checkpoint, out, context=context, horizon=horizon, device=device, precision=precision,
                 chunk=chunk, max_frames=max_frames, video=video, gif=gif, png=png, gif_max_frames=gif_frames,
                 error_gain=error_gain, progress=lambda done, total: bar.update(task, completed=done, total=total),
+                stateless_window=stateless_window,
             )
     console = Console()
     for item in summary(result):

@@ -116,29 +116,27 @@ def base_size(src_hw: tuple[int, int], out_hw: tuple[int, int], resize: str) -> 
     return min(bh, h), min(bw, w)
 
 
-def _place(n: int, out: int, where: float) -> tuple[int, int]:
-    """(offset into the source, offset into the output) along one axis: crop or pad to `out`."""
-    if n >= out:
-        return int(round((n - out) * where)), 0
-    return 0, (out - n) // 2  # padding is always centred
-
-
 def fit(frames: np.ndarray, out_hw: tuple[int, int], view: View = CENTRE) -> np.ndarray:
     """Crop (or pad) base-size frames [..., C, h, w] to `out_hw` where `view` says; zoom, flip, jitter.
+
+    A side longer than the output is cropped at the view's place (y, x); a shorter one (pad mode) is
+    centred between black bars. A zoom crops 1/zoom of the output size and enlarges it.
 
     Returns:
         uint8 [..., C, H, W] (a new array; `frames` may be a read-only memory map).
     """
     h, w = out_hw
     n_h, n_w = frames.shape[-2:]
-    ch, cw = (min(n_h, max(1, round(h / view.zoom))), min(n_w, max(1, round(w / view.zoom)))) \
-        if view.zoom > 1 else (min(n_h, h), min(n_w, w))
-    (sy, oy), (sx, ox) = _place(n_h, ch, view.y), _place(n_w, cw, view.x)
-    crop = frames[..., sy : sy + min(ch, n_h), sx : sx + min(cw, n_w)]
-    if view.zoom > 1 and (ch, cw) != (h, w):
-        crop = _enlarge(crop, out_hw)
-    out = np.zeros((*frames.shape[:-2], h, w), np.uint8)
-    out[..., oy : oy + crop.shape[-2], ox : ox + crop.shape[-1]] = crop
+    zoom = max(view.zoom, 1.0)
+    ch, cw = min(n_h, max(1, round(h / zoom))), min(n_w, max(1, round(w / zoom)))
+    sy, sx = int(round((n_h - ch) * view.y)), int(round((n_w - cw) * view.x))
+    crop = frames[..., sy : sy + ch, sx : sx + cw]
+    if zoom > 1 and (ch, cw) != (h, w):
+        out = _enlarge(crop, out_hw)
+    else:
+        out = np.zeros((*frames.shape[:-2], h, w), np.uint8)
+        oy, ox = (h - ch) // 2, (w - cw) // 2  # padding is always centred
+        out[..., oy : oy + ch, ox : ox + cw] = crop
     if view.flip:
         out = out[..., ::-1]
     if view.gain != 1 or view.bias:

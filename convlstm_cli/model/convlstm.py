@@ -50,6 +50,7 @@ class ConvLSTM(nn.Module):
         kernel_size: odd size of both convolutions ('same' padding).
         peephole: add the per-channel peephole terms W_ci, W_cf, W_co (off by default).
         forget_bias: initial bias of the forget gate (1.0 keeps memory early in training).
+        bias: learn the gate biases b_* (as `torch.nn.LSTM`'s `bias`).
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class ConvLSTM(nn.Module):
         kernel_size: int = 3,
         peephole: bool = False,
         forget_bias: float = 1.0,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
@@ -66,12 +68,14 @@ class ConvLSTM(nn.Module):
         self.in_channels, self.hidden_channels, self.kernel_size = in_channels, hidden_channels, kernel_size
         pad = kernel_size // 2
         gates = 4 * hidden_channels
-        self.conv_x = nn.Conv2d(in_channels, gates, kernel_size, padding=pad) if in_channels else None
-        self.conv_h = nn.Conv2d(hidden_channels, gates, kernel_size, padding=pad, bias=self.conv_x is None)
+        # One bias per gate, on the input convolution (or on the hidden one for an input-free layer).
+        self.conv_x = nn.Conv2d(in_channels, gates, kernel_size, padding=pad, bias=bias) if in_channels else None
+        self.conv_h = nn.Conv2d(hidden_channels, gates, kernel_size, padding=pad, bias=bias and self.conv_x is None)
         self.peephole = nn.Parameter(torch.zeros(3, hidden_channels, 1, 1)) if peephole else None
-        with torch.no_grad():
-            bias = self.conv_x.bias if self.conv_x is not None else self.conv_h.bias
-            bias[hidden_channels : 2 * hidden_channels].fill_(forget_bias)
+        gate_bias = self.conv_x.bias if self.conv_x is not None else self.conv_h.bias
+        if gate_bias is not None:
+            with torch.no_grad():
+                gate_bias[hidden_channels : 2 * hidden_channels].fill_(forget_bias)
 
     def zero_state(self, x: Tensor, height: int, width: int) -> State:
         """Zeros (float32, or float64 for a float64 model) for (h, c) on x's device, batch size x.shape[0].

@@ -22,6 +22,10 @@ strong on slow video and exact on still content. Three ways (`output`):
   (the encoder sees it only down-sampled), so it can shift edges by sub-pixel amounts (r ≈ −v·∇x_t).
 - ``gated``: x_t + σ(g)·r, a second head map g gating the change per pixel: σ(g) → 0 keeps still
   regions exactly as they were.
+- ``flow``: warp x_t by a predicted per-pixel displacement (bilinear, sub-pixel), plus a residual r:
+  most change in camera footage is motion, and a shift is one smooth field to predict, where a
+  residual must spell out −v·∇x_t pixel by pixel. Written as x_t + (warp(x_t, f) − warp(x_t, 0)) + r,
+  so a zero field is exactly copy-last too.
 - ``logit``: σ(head + logit(x_t)), the first version's form (kept so its checkpoints load): near, not
   equal to, copy-last at the start, and a small error on every pixel.
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convlstm_cli.model.convlstm import ConvLSTM
@@ -53,7 +58,7 @@ class ModelConfig:
     peephole: bool = False
     forget_bias: float = 1.0
     skip_last_frame: bool = True
-    output: str = "residual"  # residual | gated | logit (how the last frame is added; see the module)
+    output: str = "residual"  # residual | gated | flow | logit (how the last frame is used; see the module)
 
     def kernels(self) -> tuple[int, ...]:
         k = self.kernel_size
@@ -74,7 +79,24 @@ def clamp_unit(x: Tensor) -> Tensor:
     return x + (x.clamp(0.0, 1.0) - x).detach()
 
 
-OUTPUTS = ("residual", "gated", "logit")
+OUTPUTS = ("residual", "gated", "flow", "logit")
+
+
+def warp(frames: Tensor, flow: Tensor) -> Tensor:
+    """Sample frames [N, C, H, W] at each pixel displaced by flow [N, 2, H, W] (dy, dx in pixels).
+
+    Bilinear, edges repeated. Returns warp(frames, flow) − warp(frames, 0): exactly zero for a zero
+    flow (sampling at the pixel centres is exact only up to rounding of the grid).
+    """
+    n, _, h, w = frames.shape
+    ys = (torch.arange(h, device=frames.device, dtype=flow.dtype) + 0.5) * (2 / h) - 1
+    xs = (torch.arange(w, device=frames.device, dtype=flow.dtype) + 0.5) * (2 / w) - 1
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).expand(n, h, w, 2)
+    shift = torch.stack([flow[:, 1] * (2 / w), flow[:, 0] * (2 / h)], dim=-1)
+    frames = frames.to(flow.dtype)
+    moved = F.grid_sample(frames, base + shift, mode="bilinear", padding_mode="border", align_corners=False)
+    still = F.grid_sample(frames, base, mode="bilinear", padding_mode="border", align_corners=False)
+    return moved - still
 
 
 def stem_conv(cin: int, cout: int, stride: int) -> nn.Conv2d:
@@ -159,7 +181,8 @@ class EncoderForecaster(nn.Module):
             return
         # The up-sampled features beside the last frame at full resolution, then the change.
         self.refine = nn.Sequential(nn.Conv2d(width + channels, width, 3, padding=1), act)
-        self.head = nn.Conv2d(width, channels * (2 if cfg.output == "gated" else 1), 3, padding=1)
+        extra = {"gated": channels, "flow": 2}.get(cfg.output, 0)  # a gate per channel, or (dy, dx)
+        self.head = nn.Conv2d(width, channels + extra, 3, padding=1)
         nn.init.zeros_(self.head.weight)  # r = 0: the untrained model is exactly copy-last
         nn.init.zeros_(self.head.bias)
 
@@ -251,21 +274,39 @@ class EncoderForecaster(nn.Module):
         if self.cfg.output == "gated":
             change, gate = r.chunk(2, dim=2)
             r = torch.sigmoid(gate) * change
+        elif self.cfg.output == "flow":
+            flow, r = r[:, :, :2], r[:, :, 2:]
+            r = r + warp(x.flatten(0, 1), flow.flatten(0, 1)).unflatten(0, x.shape[:2])
         return clamp_unit(x.to(dtype) + r)
 
-    def forward(self, frames: Tensor, state: StreamState | None = None, horizon: int | None = None):
+    def forward(self, frames: Tensor, state: StreamState | None = None, horizon: int | None = None,
+                every_step: bool = False):
         """Encode frames from `state`, forecast the next frames.
 
         Args:
             frames: [B, T, C, H, W] in [0, 1].
             state: the encoder state from the previous chunk of the same lanes, or None.
             horizon: frames to forecast (default: the configured horizon).
+            every_step: also predict each of frames 1 … T−1 from the frames before it (a dense
+                training target: every step of the chunk is supervised, as streaming uses them).
 
         Returns:
-            (prediction [B, horizon, C, H, W] float32 in [0, 1], encoder StreamState after frames[:, -1]).
+            (prediction, encoder StreamState after frames[:, -1]). The prediction, float32 in [0, 1],
+            is [B, horizon, C, H, W], or with `every_step` [B, T − 1 + horizon, C, H, W]: frames 1 … T−1
+            one step ahead, then the forecast of frames T … T+horizon−1.
         """
-        state, _ = self.encode(frames, state)
-        return self.forecast(state, frames[:, -1], horizon or self.cfg.horizon), state
+        horizon = horizon or self.cfg.horizon
+        if not every_step:
+            state, _ = self.encode(frames, state)
+            return self.forecast(state, frames[:, -1], horizon), state
+        b, t = frames.shape[:2]
+        final, steps = self.encode(frames, state, every_step=True)
+        end = self.forecast(final, frames[:, -1], horizon)
+        if t == 1:
+            return end, final
+        starts = StreamState([(h[:, :-1].flatten(0, 1), c[:, :-1].flatten(0, 1)) for h, c in steps])
+        one = self.forecast(starts, frames[:, :-1].flatten(0, 1), 1).unflatten(0, (b, t - 1))[:, :, 0]
+        return torch.cat([one, end], dim=1), final
 
     def predict_each_step(self, frames: Tensor, state: StreamState | None = None, horizon: int = 1):
         """For every input frame t, forecast frames t+1 … t+horizon (streaming prediction).
@@ -281,3 +322,18 @@ class EncoderForecaster(nn.Module):
         starts = StreamState([(h.flatten(0, 1), c.flatten(0, 1)) for h, c in steps])
         pred = self.forecast(starts, frames.flatten(0, 1), horizon)
         return pred.unflatten(0, (b, t)), final
+
+
+class EveryStep(nn.Module):
+    """The model called with ``every_step=True``: ``net(frames, state)`` → (dense prediction, state).
+
+    Training with a dense loss wraps the model in this, so DDP and torch.compile see a plain
+    two-argument module.
+    """
+
+    def __init__(self, model: EncoderForecaster) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: Tensor, state: StreamState | None = None):
+        return self.model(frames, state, every_step=True)

@@ -29,7 +29,13 @@ from convlstm_cli.device import autocast, resolve_device, resolve_precision
 from convlstm_cli.errors import InputError, VideoError
 from convlstm_cli.metrics import MetricAccumulator
 from convlstm_cli.predict.outputs import ClipSource, PredictionOutputs, open_clip, to_uint8
-from convlstm_cli.predict.streaming import StreamChunk, encode_context, frames_to_unit, stream_predict
+from convlstm_cli.predict.streaming import (
+    StreamChunk,
+    encode_context,
+    frames_to_unit,
+    stream_predict,
+    window_predict,
+)
 
 Progress = Callable[[int, int | None], None]
 
@@ -49,6 +55,7 @@ class PredictPlan:
     context: int | None  # frames observed before a forecast (forecast mode)
     device: str
     precision: str
+    window: int | None = None  # also score a stateless sliding window of this many frames (stream mode)
 
 
 @dataclass
@@ -62,6 +69,7 @@ class PredictResult:
     baseline: MetricAccumulator = field(default_factory=MetricAccumulator)
     by_step: list[tuple[MetricAccumulator, MetricAccumulator]] = field(default_factory=list)
     unscored: list[int] = field(default_factory=list)  # forecast frames past the clip's end
+    window: MetricAccumulator | None = None  # the same frames predicted by a stateless sliding window
     notes: list[str] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
@@ -88,6 +96,7 @@ class PredictResult:
             "model": block(self.model), "baseline": block(self.baseline), "by_step": steps,
             "unscored_frames": self.unscored, "notes": self.notes, "outputs": self.outputs,
             "seconds": round(self.seconds, 3),
+            **({"window": {"window": p.window, **block(self.window)}} if self.window is not None else {}),
         })
 
 
@@ -125,6 +134,16 @@ def _run_stream(result, loaded, frames, chunk, device, outputs, progress) -> Non
         raise VideoError(p.clip, f"too short: {result.frames} frame(s), streaming needs at least 2")
     m, b = result.by_step[0]
     result.model, result.baseline = m, b
+
+
+def _run_window(result, loaded, frames, chunk, device) -> None:
+    """Score the same t+1 frames predicted by a stateless sliding window (`--stateless-window`)."""
+    p, acc = result.plan, MetricAccumulator()
+    for ch in window_predict(loaded.model, frames, p.window, 1, chunk, device, p.precision):
+        nv = ch.scored(1)
+        if nv:
+            acc.update(ch.pred[:nv, 0], ch.frames[1 : 1 + nv])
+    result.window = acc
 
 
 def _run_forecast(result, loaded, frames, chunk, device, outputs, progress) -> None:
@@ -186,6 +205,7 @@ def predict_clip(
     gif_max_frames: int = 300,
     error_gain: float = 4.0,
     progress: Progress | None = None,
+    stateless_window: int | None = None,
 ) -> PredictResult:
     """Predict on one clip, score against the truth and the copy-last baseline, write the outputs.
 
@@ -201,6 +221,8 @@ def predict_clip(
         video, gif, png: write prediction.mp4, prediction.gif, forecast.png (the GIF holds the first
             `gif_max_frames` frames; the error panels show |error| × `error_gain`).
         progress: called with (frames read, expected total or None) after each chunk.
+        stateless_window: also score the model run as a stateless sliding window of this many
+            frames on the same frames (stream mode), beside the carried state and copy-last.
 
     Returns:
         A `PredictResult`; `result.to_dict()` is what metrics.json holds.
@@ -208,14 +230,17 @@ def predict_clip(
     Raises:
         InputError: missing/unreadable/too-short clip, bad checkpoint or option; nothing is written.
     """
-    for name, v in (("--context", context), ("--horizon", horizon), ("--chunk", chunk), ("--max-frames", max_frames)):
+    for name, v in (("--context", context), ("--horizon", horizon), ("--chunk", chunk), ("--max-frames", max_frames),
+                    ("--stateless-window", stateless_window)):
         if v is not None and v < 1:
             raise InputError(f"{name} must be at least 1, got {v}")
+    if context and stateless_window:
+        raise InputError("--stateless-window compares streaming predictions; it does not go with --context")
     t0 = time.perf_counter()
     dev = resolve_device(device)
     loaded = resolve_model(checkpoint, dev)
     source = open_clip(clip, loaded.config, max_frames)
-    plan = make_plan(clip, loaded, source, context, horizon, dev, precision)
+    plan = make_plan(clip, loaded, source, context, horizon, dev, precision, stateless_window)
     result = PredictResult(plan, notes=list(source.notes))
     outputs = PredictionOutputs(out_dir, source, video=video, gif=gif, png=png, gif_max_frames=gif_max_frames,
                                 error_gain=error_gain, pred_label="forecast" if context else "prediction t+1")
@@ -226,13 +251,15 @@ def predict_clip(
             total = min(total, context + plan.horizon)
         report = (lambda done, _: progress(done, total)) if progress else None
         run(result, loaded, source.frames(), chunk, dev, outputs, report)
+        if stateless_window:
+            _run_window(result, loaded, source.frames(), chunk, dev)
         result.seconds = time.perf_counter() - t0
         result.outputs = outputs.commit(result)
     return result
 
 
 def make_plan(clip, loaded: LoadedModel, source: ClipSource, context: int | None, horizon: int | None,
-              device: torch.device, precision: str) -> PredictPlan:
+              device: torch.device, precision: str, window: int | None = None) -> PredictPlan:
     """The settings of a run on `source`; VideoError if the clip is too short for them."""
     needed = context or 2
     if source.expected_frames is not None and source.expected_frames < needed:
@@ -244,5 +271,5 @@ def make_plan(clip, loaded: LoadedModel, source: ClipSource, context: int | None
         mode="forecast" if context else "stream", clip=str(clip), checkpoint=str(loaded.path), step=loaded.step,
         size=source.size, channels=source.channels, fps=source.fps,
         horizon=horizon or loaded.config.model.horizon, context=context, device=str(device),
-        precision=resolve_precision(precision, device),
+        precision=resolve_precision(precision, device), window=window,
     )

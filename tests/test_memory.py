@@ -1,0 +1,158 @@
+"""Memory that pays: the occlusion generator's ground truth, `convlstm eval`'s modes against
+independent computations, and a tiny memory task that a carried state learns and a stateless model
+cannot."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from convlstm_cli import checkpoint, config
+from convlstm_cli.cli import app
+from convlstm_cli.compare import evaluate_folder
+from convlstm_cli.data.occlusion import VISIBLE, make_occlusion, memory_frames, render_occlusion
+from convlstm_cli.data.video import read_frames
+from convlstm_cli.model.forecaster import EncoderForecaster
+from convlstm_cli.model.state import StreamState
+from convlstm_cli.step import make_optimizer, train_step
+
+
+def test_occlusion_ground_truth_matches_its_pixels():
+    rng = np.random.default_rng(1)
+    video, visible = render_occlusion(rng, 150, 64, hidden=16, margin=0, balls=1)
+    # Independent reading of the pixels: the ball is the only thing brighter than the occluder.
+    bright = (video > 120).reshape(len(video), -1).sum(1)
+    in_view = visible[:, 0] >= VISIBLE
+    assert in_view.any() and (~in_view).any()  # it hides and comes back
+    assert (bright[in_view] > 0).all() and (bright[visible[:, 0] == 0] == 0).all()
+    runs, n = [], 0
+    for v in in_view:  # lengths of the stretches the ball spends out of view
+        n = 0 if v else n + 1
+        runs.append(n)
+    assert max(runs) >= 12  # hidden for longer than a chunk of 8
+    memory = memory_frames(visible, 8)
+    for t in np.flatnonzero(memory):  # in view now, seen fewer than twice in the last 8, seen before that
+        assert in_view[t] and in_view[max(0, t - 8) : t].sum() < 2 and in_view[: max(0, t - 8)].any()
+    assert memory.sum() > 0
+
+
+def test_make_data_writes_ground_truth_beside_each_video(tmp_path):
+    r = CliRunner().invoke(app, ["make-data", str(tmp_path / "occ"), "--scene", "occlusion", "--num", "2",
+                                 "--frames", "40", "--hidden", "14"])
+    assert r.exit_code == 0, r.output
+    for i in range(2):
+        meta = json.loads((tmp_path / "occ" / f"occlusion_{i:04d}.json").read_text())
+        frames = read_frames(tmp_path / "occ" / f"occlusion_{i:04d}.mp4", None, 1)
+        assert len(meta["memory"]) == len(meta["visible"]) == len(frames) == 40 and meta["hidden"] == 14
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = config.load_config(None, ["model.hidden_channels=4,6", "model.stem_channels=4", "data.size=32",
+                                    "data.context=4", "model.horizon=1"])
+    model = EncoderForecaster.from_config(cfg.model)
+    with torch.no_grad():
+        model.head.weight.normal_(std=0.3)
+    root = tmp_path_factory.mktemp("run")
+    checkpoint.save(root / "checkpoints" / "last.pt", {"model": model.state_dict(), "config": config.to_dict(cfg)})
+    data = root / "occ"
+    make_occlusion(data, num=2, frames=30, size=32, hidden=10, window=4)
+    return root, data, checkpoint.load_model(root).model
+
+
+def _frames(path):
+    return torch.from_numpy(read_frames(path, (32, 32), 1, resize="crop")).float() / 255
+
+
+def test_eval_modes_agree_with_independent_computations(tiny_run):
+    root, data, model = tiny_run
+    report = evaluate_folder(root, data, window=3, precision="fp32", chunk=7)
+    from convlstm_cli.metrics import MetricAccumulator
+
+    want = {m: MetricAccumulator() for m in ("stateful", "window", "reset", "copy-last")}
+    masks = []
+    for path in sorted(data.glob("*.mp4")):
+        x = _frames(path)
+        t = len(x)
+        with torch.no_grad():
+            one_pass, _ = model.predict_each_step(x[None], None, 1)  # stateful = one pass over the video
+            window = torch.stack([model(x[None, max(0, i - 2) : i + 1], None, 1)[0][0, 0] for i in range(t - 1)])
+            reset = torch.cat([model.predict_each_step(c[None], None, 1)[0][0, :, 0] for c in x.split(4)])
+        want["stateful"].update(one_pass[0, : t - 1, 0], x[1:])
+        want["window"].update(window, x[1:])
+        want["reset"].update(reset[: t - 1], x[1:])
+        want["copy-last"].update(x[:-1], x[1:])
+        masks.append(np.asarray(json.loads(path.with_suffix(".json").read_text())["memory"])[1:])
+    for mode, acc in want.items():
+        assert report["modes"][mode]["all"]["psnr"] == pytest.approx(acc.means()["psnr"], abs=2e-3), mode
+        assert report["modes"][mode]["all"]["frames"] == len(acc)
+    mem = np.concatenate(masks)
+    assert report["memory_frames"] == mem.sum() > 0
+    psnr = np.array(want["stateful"].values["psnr"])
+    assert report["modes"]["stateful"]["memory"]["psnr"] == pytest.approx(psnr[mem].mean(), abs=2e-3)
+    assert report["modes"]["stateful"]["ordinary"]["psnr"] == pytest.approx(psnr[~mem].mean(), abs=2e-3)
+
+
+def test_eval_command_and_predict_stateless_window(tiny_run, tmp_path):
+    root, data, _ = tiny_run
+    wide = CliRunner(env={"COLUMNS": "220"})
+    r = wide.invoke(app, ["eval", str(root), str(data), "--json", str(tmp_path / "e.json"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "stateless window of W=4 frames" in text and "need memory" in text and "copy last frame" in text
+    out = tmp_path / "p"
+    r = wide.invoke(app, ["predict", str(next(data.glob("*.mp4"))), "-c", str(root), "--out", str(out),
+                                 "--stateless-window", "3", "--no-video", "--no-gif", "--no-png", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["window"]["window"] == 3 and metrics["window"]["psnr"] != metrics["model"]["psnr"]
+    assert "stateless window" in " ".join(r.output.split())
+
+
+# -- a memory task small enough to train in seconds -----------------------------------------------
+
+
+def flash_task(batch: int, context: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A flash at frame 0 decides the brightness of frame 2·context; the frames between are all gray.
+
+    Returns (frames [B, 2·context + 1, 1, 8, 8], the flash's brightness [B]).
+    """
+    level = torch.where(torch.rand(batch, generator=gen) < 0.5, 0.2, 0.9)
+    x = torch.full((batch, 2 * context + 1, 1, 8, 8), 0.5)
+    x[:, 0] = level.view(-1, 1, 1, 1)
+    x[:, -1] = level.view(-1, 1, 1, 1)
+    return x, level
+
+
+def train_flash(stateful: bool, context: int = 4, steps: int = 150) -> float:
+    """Train on the flash task, two chunks per step; return the brightness error at frame 2·context."""
+    torch.manual_seed(0)
+    model = EncoderForecaster(1, (8,), 3, horizon=1, stem_channels=8, stem_stride=2)
+    opt, fused = make_optimizer(model.parameters(), torch.device("cpu"), lr=1e-2, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x, _ = flash_task(16, context, gen)
+        # Chunk 1: frames 0…c−1 → frame c; chunk 2: frames c…2c−1 → frame 2c (the square).
+        chunks = [(x[:, :context], x[:, context : context + 1], None),
+                  (x[:, context : 2 * context], x[:, 2 * context :], None)]
+        start = None if stateful else (lambda inputs, reset, state: StreamState())
+        train_step(model, opt, chunks, StreamState(), params=list(model.parameters()), fused=fused,
+                   amp=contextlib.nullcontext, start=start)
+    x, level = flash_task(64, context, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        _, state = model(x[:, :context])
+        pred, _ = model(x[:, context : 2 * context], None if not stateful else state)
+    return float((pred[:, 0].mean(dim=(1, 2, 3)) - level).abs().mean())
+
+
+def test_a_carried_state_learns_what_a_stateless_model_cannot():
+    stateful, stateless = train_flash(True), train_flash(False)
+    # Stateless, frames c…2c−1 are all alike: the best it can do is the mean, 0.35 off either way.
+    assert stateless > 0.25
+    assert stateful < 0.1 and stateful < stateless / 3, (stateful, stateless)
