@@ -118,10 +118,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         raise CheckpointError(f"{p}: its config is invalid ({e})") from None
     model = EncoderForecaster.from_config(cfg.model)
     try:
-        model.load_state_dict(payload["model"])
+        # A run that kept an average of its weights predicts with the average (what it validated).
+        weights = payload["ema"]["model"] if isinstance(payload.get("ema"), dict) else payload["model"]
+        model.load_state_dict(weights)
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"{p}: model weights do not match its config ({str(e).splitlines()[0]})") from None
     model.to(device).eval()
+    from convlstm_cli.data import sources
+
+    sources.configure(cfg.data.layout, cfg.data.range)  # arrays are read as the model was trained on them
     if cfg.train.channels_last:  # run in the layout it was trained in (fp32 on a CPU: ~25 % faster)
         model.to(memory_format=torch.channels_last)
     return LoadedModel(model, cfg, p, int(payload.get("step", 0)))

@@ -50,6 +50,8 @@ class DataConfig:
     cache: bool = False  # keep decoded frames (uint8, memory-mapped) so later epochs skip decoding
     cache_dir: str | None = None  # default: <run dir>/cache
     resize: str = "crop"  # crop | pad | stretch: how another aspect ratio reaches `size`
+    layout: str = "auto"  # arrays: auto | TNHW | NTHW | NTCHW | NTHWC (| THW | TCHW | THWC for one sequence)
+    range: tuple[float, float] | None = None  # arrays of numbers: the values that map to black and white
     val_dir: str | None = None  # validation videos; default: data.val_split of the training videos
     val_split: str = "auto"  # auto | videos | tail: hold out whole videos, or the end of every video
     val_fraction: float = 0.1  # videos split: share of videos held out (at least one)
@@ -81,6 +83,7 @@ class TrainConfig:
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune-no-cudagraphs
     detach_every: int = 1  # TBPTT: detach the carried state every N chunks (backprop through N chunks)
     dense_loss: bool = False  # also supervise the one-step prediction from every frame of a chunk
+    ema: float = 0.0  # keep an average of the weights with this decay (0: off) for validation and predict
     stateless: bool = False  # reset the state every chunk (for comparison with stateful training)
     seed: int = 0
     device: str = "auto"
@@ -400,11 +403,15 @@ def check(cfg: RunConfig) -> None:
         if k < 1 or k % 2 == 0:
             raise ConfigError(f"config key model.kernel_size: odd sizes per level needed, got {m.kernel_size}")
     _check_choices(cfg)
+    if not 0.0 <= t.ema < 1.0:
+        raise ConfigError(f"config key train.ema: a decay in [0, 1), got {t.ema}")
     for key, v in (("data.augment.zoom", d.augment.zoom - 1), ("train.patience", t.patience),
                    ("data.augment.flip", d.augment.flip), ("data.augment.reverse", d.augment.reverse),
                    ("data.augment.brightness", d.augment.brightness), ("data.augment.contrast", d.augment.contrast)):
         if v < 0:
             raise ConfigError(f"config key {key}: must not be negative")
+    if d.range is not None and not d.range[0] < d.range[1]:
+        raise ConfigError(f"config key data.range: [lo, hi] with lo < hi, got {list(d.range)}")
     if not 0.0 < d.val_tail < 1.0:
         raise ConfigError(f"config key data.val_tail: must be in (0, 1), got {d.val_tail}")
     if isinstance(t.compile, str) and t.compile != "auto":
@@ -431,6 +438,7 @@ CHOICES = {
     "train.compile_mode": COMPILE_MODES,
     "data.resize": ("crop", "pad", "stretch"),
     "data.val_split": ("auto", "videos", "tail"),
+    "data.layout": ("auto", "TNHW", "NTHW", "NTCHW", "NTHWC", "THW", "TCHW", "THWC"),
     "model.output": ("residual", "gated", "flow", "logit"),
 }
 

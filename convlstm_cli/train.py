@@ -61,9 +61,11 @@ def find_videos(video_dir: Path, cfg: RunConfig, log: RunLog):
     videos when there are at least `AUTO_SPLIT_VIDEOS` of them, tails when there are fewer (a
     handful of clips, or one long video, has too few videos to hold any out).
     """
+    from convlstm_cli.data import sources
     from convlstm_cli.data.probe import probe_videos
 
     d = cfg.data
+    sources.configure(d.layout, d.range)
     probe = probe_videos(video_dir, min_frames=Window.of(cfg).min_frames(d.stride))
     report_skipped(probe, log)
     if d.val_dir:
@@ -109,6 +111,8 @@ def split_tails(videos: list, share: float, cfg: RunConfig) -> tuple[list, list]
 
 
 def report_skipped(probe, log: RunLog) -> None:
+    for note in probe.notes:
+        log.print(note)
     for s in probe.skipped:
         log.print(f"[yellow]skipped[/] {s.path}: {s.reason}")
     if probe.skipped:

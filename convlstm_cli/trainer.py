@@ -28,6 +28,7 @@ from convlstm_cli.config import RunConfig, to_dict
 from convlstm_cli.curves import plot_curves
 from convlstm_cli.data.view import Augment
 from convlstm_cli.device import autocast, resolve_compile, resolve_device, resolve_precision, to_unit
+from convlstm_cli.ema import EMA
 from convlstm_cli.errors import InputError
 from convlstm_cli.evaluate import evaluate
 from convlstm_cli.model.forecaster import EncoderForecaster, EveryStep
@@ -130,6 +131,7 @@ class Trainer:
         random.seed(t.seed)
         self._build_model()
         self.optimizer, self.fused = make_optimizer(self.model.parameters(), self.device, t.lr, t.weight_decay)
+        self.ema = EMA(self.model, t.ema) if t.ema > 0 else None
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.streamer = self._build_streamer(train_videos)
         self.state = StreamState()
@@ -212,6 +214,8 @@ class Trainer:
             grad_clip=self.cfg.train.grad_clip, start=self._start_chunk,
         )
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.bad_total += bad
         self.bad_run = (self.bad_run + 1) * bad
         self.loss_sum += torch.where(bad, torch.zeros_like(loss), loss)
@@ -241,6 +245,7 @@ class Trainer:
             "world_size": self.info.world_size,
             "streamers": distributed.gather(self.info, self.streamer.state_dict()),
             "stream_states": distributed.gather(self.info, self.state.state_dict()),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> str:
@@ -248,6 +253,8 @@ class Trainer:
         self.model.load_state_dict(sd["model"])
         self.optimizer.load_state_dict(sd["optimizer"])
         self.scheduler.load_state_dict(sd["scheduler"])
+        if self.ema is not None:  # a run that did not average yet starts its average at these weights
+            self.ema.load_state_dict(sd["ema"]) if "ema" in sd else self.ema.model.load_state_dict(sd["model"])
         self.step_count, self.epoch = int(sd["step"]), int(sd["epoch"])
         self.best_psnr = sd.get("best_psnr")
         self.best = dict(sd.get("best") or {"step": None, "delta": None, "frames": 0})
@@ -397,7 +404,8 @@ class Trainer:
         """
         result, improved = None, False
         if self.info.is_main:
-            m = evaluate(self.model, self.val_videos, self.cfg, self.device, self.precision)
+            model = self.ema.model if self.ema is not None else self.model  # what predict will use
+            m = evaluate(model, self.val_videos, self.cfg, self.device, self.precision)
             delta = m["val_psnr"] - m["baseline_psnr"] if m.get("val_frames") else math.nan
             result = {"step": self.step_count, **m, "delta_psnr": delta}
             self.log.write(result)

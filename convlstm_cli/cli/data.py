@@ -53,15 +53,23 @@ def make_data(
 def probe(
     video_dir: Annotated[Path, typer.Argument(readable=False, help="A directory (searched recursively) or one video file.")],
     min_frames: Annotated[int, typer.Option("--min-frames", help="Skip videos with fewer frames.")] = 1,
+    layout: Annotated[str, typer.Option(help="Arrays: auto, TNHW, NTHW, NTCHW or NTHWC (data.layout).")] = "auto",
+    value_range: Annotated[str | None, typer.Option("--range", help="Arrays of numbers: lo,hi (data.range).")] = None,
 ) -> None:
     """List the usable videos in a folder (frames, size, fps) and each skipped file with its reason."""
+    from convlstm_cli.config import load_config
+    from convlstm_cli.data import sources
     from convlstm_cli.data.probe import probe_videos
 
     with known_errors():
+        sets = [f"data.layout={layout}"] + ([f"data.range=[{value_range}]"] if value_range else [])
+        d = load_config(None, sets).data  # the same checks as a config's
+        sources.configure(d.layout, d.range)
         result = probe_videos(video_dir, min_frames=min_frames)
     for v in result.videos:
         counted = " (counted by decoding)" if v.counted else ""
-        typer.echo(f"{v.path}\t{v.frames} frames\t{v.width}x{v.height}\t{v.fps:g} fps\t{v.codec}{counted}")
+        rate = f"{v.fps:g} fps" if v.fps > 0 else "no rate"
+        typer.echo(f"{v.path}\t{v.frames} frames\t{v.width}x{v.height}\t{rate}\t{v.codec}{counted}")
     typer.echo(result.summary())
 
 

@@ -10,7 +10,8 @@ import typer
 from convlstm_cli.cli.common import known_errors
 
 METRIC_ROWS = (("psnr", "PSNR (dB) ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.4f}"),
-               ("mse", "MSE ↓", "{:.5f}"), ("mae", "MAE ↓", "{:.4f}"))
+               ("mse", "MSE per pixel ↓", "{:.5f}"), ("mae", "MAE per pixel ↓", "{:.4f}"),
+               ("mse_sum", "MSE per frame (sum, OpenSTL) ↓", "{:.2f}"), ("mae_sum", "MAE per frame (sum, OpenSTL) ↓", "{:.1f}"))
 
 
 def _fmt(fmt: str, v) -> str:

@@ -26,8 +26,19 @@ _BLOCKS = 16
 
 
 def content_key(path) -> str:
-    """A hex digest of the file's size and sampled content (the whole file when it is small)."""
-    path = Path(path)
+    """A hex digest of the file's size and sampled content (the whole file when it is small).
+
+    A frame folder is keyed by its files' names, sizes and modification times; a sequence of an
+    array (``data.npy#3``) by the array file and its index.
+    """
+    from convlstm_cli.data.sources import image_files, split_array_name
+
+    path, index = split_array_name(path)
+    if path.is_dir():
+        listing = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in image_files(path)]
+        return hashlib.sha256(repr(listing).encode()).hexdigest()
+    if index is not None:
+        return hashlib.sha256(f"{content_key(path)}#{index}".encode()).hexdigest()
     size = path.stat().st_size
     digest = hashlib.sha256(str(size).encode())
     with open(path, "rb") as f:
@@ -93,7 +104,9 @@ class FrameCache:
         self._lock = threading.Lock()
 
     def _entry(self, path, size: tuple[int, int], channels: int, stride: int, first: int = 0) -> Path:
-        st = os.stat(path)
+        from convlstm_cli.data.sources import split_array_name
+
+        st = os.stat(split_array_name(path)[0])
         stamp = (str(path), st.st_size, st.st_mtime_ns)
         with self._lock:
             key = self._keys.get(stamp)

@@ -1,9 +1,10 @@
-"""Finding and probing videos through PyAV (FFmpeg): which files are usable, and their size, rate and
-exact frame count.
+"""Finding and probing sequences: which are usable, and their size, rate and exact frame count.
 
-`probe_videos` walks a directory for `VIDEO_EXTENSIONS` files and probes each one; a file that cannot
-be used is skipped with a one-line reason (`Skipped`), never silently. `probe_video` raises `VideoError`
-for such a file. `av` is imported inside the functions so that importing this module stays light.
+A sequence is a video file (probed through PyAV/FFmpeg), a folder of image frames, or one sequence of
+an `.npy`/`.npz` array (`data.sources`). `probe_videos` walks a directory for all three and probes
+each; one that cannot be used is skipped with a one-line reason (`Skipped`), never silently.
+`probe_video` raises `VideoError` for such a file. `av` is imported inside the functions so that
+importing this module stays light.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
+from convlstm_cli.data.arrays import open_array
+from convlstm_cli.data.frames import probe_frames
 from convlstm_cli.data.probecache import ProbeCache
+from convlstm_cli.data.sources import ARRAY_EXTENSIONS, IMAGE_EXTENSIONS, kind_of, split_array_name
 from convlstm_cli.data.video import RAW_FORMATS, ffmpeg_message, open_video
 from convlstm_cli.errors import InputError, NoUsableVideoError, VideoError
 
@@ -71,15 +77,17 @@ class Skipped:
 
 @dataclass
 class ProbeResult:
-    """Usable videos and the files skipped, each with its reason."""
+    """Usable videos and the files skipped, each with its reason (and notes: detected array layouts)."""
 
     videos: list[VideoInfo] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """A few lines for the terminal: counts, then one line per skipped file."""
+        """A few lines for the terminal: counts, notes, then one line per skipped file."""
         frames = sum(v.frames for v in self.videos)
         lines = [f"{len(self.videos)} usable videos ({frames} frames), {len(self.skipped)} skipped"]
+        lines += [f"  {n}" for n in self.notes]
         lines += [f"  skipped {s.path}: {s.reason}" for s in self.skipped]
         return "\n".join(lines)
 
@@ -142,6 +150,9 @@ def probe_video(path) -> VideoInfo:
     Raises:
         VideoError: The file cannot be used; the message names it and gives the reason.
     """
+    kind = kind_of(path)
+    if kind != "video":
+        return probe_array(path) if kind == "array" else probe_frame_folder(path)
     container, stream = open_video(path)
     with container:
         cc = stream.codec_context
@@ -162,8 +173,32 @@ def probe_video(path) -> VideoInfo:
     return info
 
 
+def probe_frame_folder(folder) -> VideoInfo:
+    """`probe_video` for a folder of image frames (no declared rate: fps 0)."""
+    frames, h, w, fmt = probe_frames(folder)
+    return VideoInfo(str(folder), frames, h, w, 0.0, f"frames ({fmt})")
+
+
+def probe_array(name) -> VideoInfo:
+    """`probe_video` for one sequence of an array, ``data.npy#k`` (or ``data.npy`` holding one)."""
+    file, k = split_array_name(name)
+    array = open_array(file)
+    if k is None and array.count != 1:
+        raise VideoError(file, f"holds {array.count} sequences ({array.note}): name one as {file.name}#K")
+    k = k or 0
+    if not 0 <= k < array.count:
+        raise VideoError(file, f"has no sequence {k} (it holds {array.count})")
+    seq = array.sequence(k)
+    if seq.dtype.kind == "f" and not np.isfinite(seq).all():
+        raise VideoError(name, "holds NaN or infinity")
+    return VideoInfo(f"{file}#{k}", len(seq), seq.shape[-2], seq.shape[-1], 0.0, f"array {array.layout}")
+
+
 def find_video_files(root) -> list[Path]:
-    """Files under ``root`` (recursive) with a video extension, sorted; hidden names are left out."""
+    """Sequences under ``root`` (recursive), sorted: video files, arrays, and folders of image frames.
+
+    Hidden names are left out; a folder whose files are images is one sequence (not searched further).
+    """
     root = Path(root)
     found, seen = [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -173,10 +208,30 @@ def find_video_files(root) -> list[Path]:
             continue
         seen.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if any(Path(n).suffix.lower() in IMAGE_EXTENSIONS for n in filenames):
+            found.append(Path(dirpath))  # a frame folder
+            continue
         for name in filenames:
-            if not name.startswith(".") and Path(name).suffix.lower() in VIDEO_EXTENSIONS:
+            if not name.startswith(".") and Path(name).suffix.lower() in VIDEO_EXTENSIONS + ARRAY_EXTENSIONS:
                 found.append(Path(dirpath) / name)
     return sorted(found)
+
+
+def _expand(paths: list[Path], notes: list[str], skipped: list) -> list:
+    """Arrays of several sequences become one entry per sequence (``data.npy#k``)."""
+    out = []
+    for p in paths:
+        if kind_of(p) != "array" or split_array_name(p)[1] is not None:
+            out.append(p)
+            continue
+        try:
+            array = open_array(p)
+        except VideoError as e:
+            skipped.append(Skipped(str(p), e.reason))
+            continue
+        notes.append(f"{p}: {array.note}, {array.count} sequences of {array.sequence(0).shape[0]} frames")
+        out += [Path(f"{p}#{k}") for k in range(array.count)] if array.count > 1 else [p]
+    return out
 
 
 def probe_videos(root, min_frames: int = 1, workers: int = 2) -> ProbeResult:
@@ -198,15 +253,25 @@ def probe_videos(root, min_frames: int = 1, workers: int = 2) -> ProbeResult:
     from concurrent.futures import ThreadPoolExecutor
 
     root = Path(root)
-    if not root.exists():
+    if not split_array_name(root)[0].exists():
         raise InputError(f"{root}: no such file or directory")
-    paths = [root] if root.is_file() else find_video_files(root)
-    if not paths:
-        raise NoUsableVideoError(f"{root}: no video files found (looked for {', '.join(VIDEO_EXTENSIONS)})")
+    single = root.is_file() or split_array_name(root)[1] is not None or kind_of(root) == "frames"
+    notes, skipped = [], []
+    paths = _expand([root] if single else find_video_files(root), notes, skipped)
+    if not paths and not skipped:
+        raise NoUsableVideoError(f"{root}: no video files, frame folders or arrays found "
+                                 f"(looked for {', '.join(VIDEO_EXTENSIONS + ARRAY_EXTENSIONS)} and image folders)")
 
     cache = ProbeCache()
 
     def probe(p: Path) -> VideoInfo | Skipped:
+        if kind_of(p) != "video":  # frame folders and arrays: headers only, nothing to remember
+            try:
+                info = probe_video(p)
+            except VideoError as e:
+                return Skipped(str(p), e.reason)
+            return info if info.frames >= min_frames else Skipped(
+                str(p), f"too short: {info.frames} frames, need at least {min_frames}")
         seen = cache.get(p)
         if seen is not None and "error" in seen:
             return Skipped(str(p), seen["error"])
@@ -228,7 +293,8 @@ def probe_videos(root, min_frames: int = 1, workers: int = 2) -> ProbeResult:
         outcomes = list(pool.map(probe, paths))
     cache.save()
     result = ProbeResult(
-        [o for o in outcomes if isinstance(o, VideoInfo)], [o for o in outcomes if isinstance(o, Skipped)]
+        [o for o in outcomes if isinstance(o, VideoInfo)], skipped + [o for o in outcomes if isinstance(o, Skipped)],
+        notes,
     )
     if not result.videos:
         reasons = "; ".join(f"{Path(s.path).name}: {s.reason}" for s in result.skipped[:3])

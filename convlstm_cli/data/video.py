@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from convlstm_cli.atomic import Staged
+from convlstm_cli.data.sources import kind_of
 from convlstm_cli.data.view import RESIZE_MODES, base_size, fit
 from convlstm_cli.errors import VideoError
 
@@ -118,10 +119,10 @@ def iter_frames(
     resize: str = "stretch",
     base: bool = False,
 ) -> Iterator[np.ndarray]:
-    """Decode a video sequentially, one frame at a time.
+    """Decode a video sequentially, one frame at a time (or read a frame folder or array sequence).
 
     Args:
-        path: The video file.
+        path: The video file, a folder of image frames, or one sequence of an array (``data.npy#3``).
         size: ``(H, W)`` to resize to, or None for the native size.
         channels: 1 for gray, 3 for RGB.
         stride: Keep every ``stride``-th decoded frame.
@@ -144,6 +145,13 @@ def iter_frames(
         raise ValueError(f"stride must be >= 1 and start >= 0, got stride={stride}, start={start}")
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    kind = kind_of(path)
+    if kind != "video":  # a folder of image frames, or one sequence of an array
+        from convlstm_cli.data.arrays import iter_array
+        from convlstm_cli.data.frames import iter_frame_folder
+
+        read = iter_array if kind == "array" else iter_frame_folder
+        return read(path, size, channels, stride, start, on_error, resize, base)
     container, stream = open_video(path)
     cc = stream.codec_context
     fmt = "gray" if channels == 1 else "rgb24"

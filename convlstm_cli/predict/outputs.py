@@ -22,6 +22,8 @@ from torch import Tensor
 
 from convlstm_cli import jsonsafe
 from convlstm_cli.atomic import Staged
+from convlstm_cli.data.arrays import open_array
+from convlstm_cli.data.sources import kind_of, split_array_name
 from convlstm_cli.data.video import VideoWriter
 from convlstm_cli.errors import InputError
 from convlstm_cli.predict.render import PanelLayout, encode_png, strip_image
@@ -47,6 +49,7 @@ class ClipSource:
     max_frames: int | None = None
     notes: list[str] = field(default_factory=list)
     resize: str = "stretch"
+    units: tuple | None = None  # an array's (dtype, data.range): predictions go back into its units
 
     def frames(self) -> Iterator[np.ndarray]:
         """uint8 [C, H, W] frames, decoded lazily one at a time (centre crop or pad, as trained)."""
@@ -94,7 +97,10 @@ def open_clip(path: str | Path, config, max_frames: int | None = None) -> ClipSo
     if max_frames:
         expected = min(expected, max_frames)
     fps = info.fps / stride if info.fps > 0 else 0.0  # 0: no declared rate (the writers say so)
-    return ClipSource(path, (h, w), c, stride, fps, expected, max_frames, notes, resize)
+    units = None
+    if kind_of(path) == "array":
+        units = (str(open_array(split_array_name(path)[0]).data.dtype), config.data.range)
+    return ClipSource(path, (h, w), c, stride, fps, expected, max_frames, notes, resize, units)
 
 
 class PredictionOutputs:
@@ -124,6 +130,7 @@ class PredictionOutputs:
         self.strip: tuple[int, Sequence[np.ndarray], np.ndarray] | None = None
         self.staged: list[Staged] = []  # finished files waiting for commit
         self._created_dir = False
+        self.predictions: list[np.ndarray] = []  # float [n, C, H, W] chunks, kept for prediction.npy (arrays)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def __enter__(self) -> PredictionOutputs:
@@ -176,6 +183,11 @@ class PredictionOutputs:
                 for w in writers:
                     w.write(image)
 
+    def add_predictions(self, preds: Tensor) -> None:
+        """Keep predictions in [0, 1] for prediction.npy (only when the clip is an array)."""
+        if self.dir is not None and self.source.units is not None:
+            self.predictions.append(preds.detach().float().cpu().numpy())
+
     def set_strip(self, anchor: int, truths: Sequence[np.ndarray], preds: np.ndarray) -> None:
         """Remember the forecast shown in forecast.png: frames anchor+1 … from frame `anchor`."""
         if self.want.get("png"):
@@ -186,6 +198,15 @@ class PredictionOutputs:
         staged = Staged(self.dir / name)
         self.staged.append(staged)
         staged.tmp.write_bytes(data)
+
+    def _write_array(self) -> None:
+        """prediction.npy: the predictions [N, C, H, W] in the array's own units (at the model's size)."""
+        from convlstm_cli.data.arrays import from_unit
+
+        dtype, value_range = self.source.units
+        staged = Staged(self.dir / "prediction.npy")
+        self.staged.append(staged)
+        np.save(staged.tmp, from_unit(np.concatenate(self.predictions), np.dtype(dtype), value_range))
 
     def strip_png(self) -> bytes:
         anchor, truths, preds = self.strip
@@ -209,6 +230,9 @@ class PredictionOutputs:
         if self.strip is not None:
             self._write_temp("forecast.png", self.strip_png())
             finals["png"] = str(self.dir / "forecast.png")
+        if self.predictions:
+            self._write_array()
+            finals["array"] = str(self.dir / "prediction.npy")
         finals["metrics"] = str(self.dir / "metrics.json")
         gif = self.writers.get("gif")
         if gif is not None and gif.frames < self.count:

@@ -79,13 +79,17 @@ class PredictResult:
         return self.plan.precision
 
     def to_dict(self) -> dict:
+        p = self.plan
+        pixels = p.channels * p.size[0] * p.size[1]
+
         def block(acc: MetricAccumulator, per_frame: bool = True) -> dict:
             out = dict(acc.means())
+            # OpenSTL's convention beside ours: per frame, summed over its C·H·W pixels.
+            out.update(mse_sum=out["mse"] * pixels, mae_sum=out["mae"] * pixels)
             if per_frame:
                 out["per_frame"] = acc.per_frame()
             return out
 
-        p = self.plan
         steps = [{"step": k + 1, "frames": len(m), "model": block(m, False), "baseline": block(b, False)}
                  for k, (m, b) in enumerate(self.by_step)]
         return jsonsafe.clean({
@@ -114,6 +118,7 @@ def _score_stream(result: PredictResult, ch: StreamChunk, outputs: PredictionOut
         if k == 1:
             result.frame_index += range(ch.start + 1, ch.start + 1 + nv)
             outputs.add_frames(ch.frames_u8[1 : 1 + nv], to_uint8(ch.pred[:nv, 0]))
+            outputs.add_predictions(ch.pred[:nv, 0])
     # The forecast strip shows the latest frame whose whole horizon has ground truth (else frame 0).
     full = ch.frames.shape[0] - 1 - horizon
     if full >= 0 or ch.start == 0:
@@ -177,6 +182,7 @@ def _run_forecast(result, loaded, frames, chunk, device, outputs, progress) -> N
             f"({n + have} frames): no ground truth, not scored"
         )
     outputs.add_frames(truth_u8 + [None] * (k - have), pred_u8)
+    outputs.add_predictions(pred)
     outputs.set_strip(n - 1, truth_u8, pred_u8)
 
 
