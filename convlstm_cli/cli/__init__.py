@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from convlstm_cli import __version__
-from convlstm_cli.cli import bench, data, demo, evaluate, predict, train
+from convlstm_cli.cli import bench, data, demo, evaluate, export, predict, train
 from convlstm_cli.cli.common import debug_enabled, fail, internal_error, is_click, known_errors
 
 __all__ = ["app", "debug_enabled", "fail", "known_errors", "main"]
@@ -43,7 +43,7 @@ def _root(
     """Train, run and benchmark ConvLSTM encoder-forecasters on folders of videos."""
 
 
-for _module in (train, predict, evaluate, data, demo, bench):
+for _module in (train, predict, evaluate, export, data, demo, bench):
     _module.register(app)
 
 
