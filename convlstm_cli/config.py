@@ -29,11 +29,11 @@ SAMPLE_CONFIGS = Path(__file__).resolve().parent / "configs"
 class AugmentConfig:
     """Training augmentation, drawn per lane and per pass over a video (`convlstm_cli.data.view`)."""
 
-    zoom: float = 1.0  # largest zoom: a pass crops between 1/zoom and all of the frame (1 = off)
-    flip: float = 0.0  # probability of a horizontal flip
-    reverse: float = 0.0  # probability of playing a pass backwards in time
-    brightness: float = 0.0  # largest brightness shift (0.1 = ±10 % of the range)
-    contrast: float = 0.0  # largest relative contrast change (0.1 = ×0.9 … ×1.1)
+    zoom: float = 1.3  # largest zoom: a pass crops between 1/zoom and all of the frame (1 = off)
+    flip: float = 0.5  # probability of a horizontal flip
+    reverse: float = 0.0  # probability of playing a pass backwards in time (off: gravity is not reversible)
+    brightness: float = 0.1  # largest brightness shift (0.1 = ±10 % of the range)
+    contrast: float = 0.1  # largest relative contrast change (0.1 = ×0.9 … ×1.1)
 
 
 @dataclass
@@ -47,8 +47,10 @@ class DataConfig:
     batch_size: int = 8  # lanes: videos played side by side
     workers: int = 2  # background decoding threads
     prefetch: int = 4  # batches decoded ahead
-    cache: bool = False  # keep decoded frames (uint8, memory-mapped) so later epochs skip decoding
+    # keep decoded frames (uint8, memory-mapped) so later epochs skip decoding; auto: when they fit the budget
+    cache: bool | str = "auto"  # auto | true | false
     cache_dir: str | None = None  # default: <run dir>/cache
+    cache_budget_gb: float = 10.0  # auto: the most disk the cache may take (never over half the free space)
     resize: str = "crop"  # crop | pad | stretch: how another aspect ratio reaches `size`
     layout: str = "auto"  # arrays: auto | TNHW | NTHW | NTCHW | NTHWC (| THW | TCHW | THWC for one sequence)
     range: tuple[float, float] | None = None  # arrays of numbers: the values that map to black and white
@@ -74,7 +76,7 @@ class TrainConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05  # cosine decays to lr · min_lr_ratio at max_steps
     grad_clip: float = 1.0  # max global grad norm (0 disables)
-    loss: str = "mse"  # mse | l1 | charbonnier
+    loss: str = "charbonnier"  # charbonnier (a smooth L1: sparse changes) | mse | l1
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
     channels_last: bool = True
     # torch.compile the model; auto = on a GPU only (see device.resolve_compile)
@@ -82,14 +84,14 @@ class TrainConfig:
     # torch.compile mode; "reduce-overhead" also replays each step as CUDA graphs (cuda only)
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune-no-cudagraphs
     detach_every: int = 1  # TBPTT: detach the carried state every N chunks (backprop through N chunks)
-    dense_loss: bool = False  # also supervise the one-step prediction from every frame of a chunk
-    ema: float = 0.0  # keep an average of the weights with this decay (0: off) for validation and predict
+    dense_loss: bool = True  # also supervise the one-step prediction from every frame of a chunk
+    ema: float = 0.995  # keep an average of the weights with this decay (0: off) for validation and predict
     stateless: bool = False  # reset the state every chunk (for comparison with stateful training)
     seed: int = 0
     device: str = "auto"
     log_every: int = 25
     eval_every: int = 500  # steps between validations (and at step 0 and at the end)
-    patience: int = 0  # stop after this many validations without a better one (0: never stop early)
+    patience: int = 8  # stop after this many validations without a better one (0: never stop early)
     save_every: int = 200  # steps between `last` checkpoints (and always at the end)
     keep_last: int = 3  # also keep the last N step checkpoints (0: only last/best)
     max_bad_steps: int = 20  # stop after this many consecutive non-finite steps
@@ -414,6 +416,8 @@ def check(cfg: RunConfig) -> None:
         raise ConfigError(f"config key data.range: [lo, hi] with lo < hi, got {list(d.range)}")
     if not 0.0 < d.val_tail < 1.0:
         raise ConfigError(f"config key data.val_tail: must be in (0, 1), got {d.val_tail}")
+    if isinstance(d.cache, str) and d.cache != "auto":
+        raise ConfigError(f"config key data.cache: auto, true or false, got {d.cache!r}")
     if isinstance(t.compile, str) and t.compile != "auto":
         raise ConfigError(f"config key train.compile: auto, true or false, got {t.compile!r}")
     if t.epochs is not None and t.epochs < 1:

@@ -165,14 +165,18 @@ class Trainer:
             self.net = torch.compile(self.net, mode=mode)
 
     def _build_streamer(self, videos: list):
+        from convlstm_cli.data.cache import plan_cache
         from convlstm_cli.data.streamer import ClipStreamer
 
         d, info = self.cfg.data, self.info
+        cache_dir = d.cache_dir or str(self.run_dir / "cache")
+        use_cache, why = plan_cache(d.cache, videos, d.hw(), d.channels, d.stride, d.resize, cache_dir, d.cache_budget_gb)
+        self.log.print(why)
         return ClipStreamer(
             videos, batch_size=d.batch_size, context=d.context, horizon=self.cfg.model.horizon,
             size=d.hw(), channels=d.channels, stride=d.stride, seed=self.cfg.train.seed, shuffle=True,
             loop=True, rank=info.rank, world_size=info.world_size, workers=d.workers, prefetch=d.prefetch,
-            cache_dir=(d.cache_dir or str(self.run_dir / "cache")) if d.cache else None,
+            cache_dir=cache_dir if use_cache else None,
             pin_memory=self.device.type == "cuda", resize=d.resize, random_crop=True,
             augment=Augment(**asdict(d.augment)),
         )

@@ -119,9 +119,6 @@ def run_bench(device: str = "auto", quick: bool = False, threads: int | None = N
         compile: include the torch.compile rung.
         log: called with a short line as each case starts (progress).
     """
-    from convlstm_cli.bench.accuracy import accuracy_bench
-    from convlstm_cli.bench.datapath import data_bench
-
     log = log or (lambda _msg: None)
     dev = resolve_device(device)
     # A CUDA build of torch compiling for the CPU warns that it found no CUDA runtime: not our concern.
@@ -156,11 +153,27 @@ def run_bench(device: str = "auto", quick: bool = False, threads: int | None = N
     default = cases["default"]
     best = train["default"]["best_tflops"]
     steps_per_s = best * 1e12 / train["default"]["flops_per_step"] if best else None
-    log("data path")
-    report["data"] = data_bench(quick, default.batch, default.context, default.horizon, default.size, steps_per_s)
-    log("accuracy guard: fp32 vs bf16 training")
-    report["accuracy"] = accuracy_bench(default, dev, steps=2 if quick else 60, bf16=bf16)
+    report.update(other_sections(quick, dev, prec, default, steps_per_s, bf16, log))
     return report
+
+
+def other_sections(quick: bool, dev: torch.device, prec: str, default: ModelCase, steps_per_s, bf16: bool,
+                   log: Log) -> dict:
+    """The data path (streamer alone and end to end), the export latency and the bf16 accuracy guard."""
+    from convlstm_cli.bench.accuracy import accuracy_bench
+    from convlstm_cli.bench.datapath import data_bench
+    from convlstm_cli.bench.endtoend import end_to_end_bench
+    from convlstm_cli.bench.exported import export_bench
+
+    log("data path")
+    data = data_bench(quick, default.batch, default.context, default.horizon, default.size, steps_per_s)
+    log("data path end to end: training from HD sources and from shrunk ones")
+    data["end_to_end"] = end_to_end_bench(quick, dev, prec)
+    log("exported model: onnxruntime against PyTorch eager")
+    exported = export_bench(quick) if dev.type == "cpu" else {"skipped": "measured on the CPU"}
+    log("accuracy guard: fp32 vs bf16 training")
+    accuracy = accuracy_bench(default, dev, steps=2 if quick else 60, bf16=bf16)
+    return {"data": data, "export": exported, "accuracy": accuracy}
 
 
 HEADLINE = "openstl-s"  # the model of the headline training and inference figures

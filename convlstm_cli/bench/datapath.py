@@ -53,6 +53,15 @@ def decode_rate(path: Path, size: tuple[int, int], repeats: int) -> dict:
     return {"frames": n, "frames_per_s": statistics.median(rates)}
 
 
+def array_rate(clip: Path, tmp: Path, size: int, repeats: int) -> dict:
+    """Frames per second reading the same frames from a memory-mapped .npy (resized to size×size)."""
+    from convlstm_cli.data.video import read_frames
+
+    array = tmp / "frames.npy"
+    np.save(array, read_frames(clip, None, 1)[None, :, 0])  # [N=1, T, H, W]: one sequence
+    return decode_rate(Path(f"{array}#0"), (size, size), repeats)
+
+
 def streamer_rate(paths: list[Path], batch: int, context: int, horizon: int, size: int, batches: int,
                   workers: int = 2, cache_dir: str | None = None) -> float:
     """Batches per second `ClipStreamer` delivers (after its first batch).
@@ -105,6 +114,7 @@ def data_bench(quick: bool, batch: int, context: int, horizon: int, size: int,
         out = {
             "decode_720p": {"source": "1280x720 H.264", **decode_rate(hd, (size, size), repeats)},
             "decode_small": {"source": "320x240 H.264", **decode_rate(small[0], (size, size), repeats)},
+            "read_array": {"source": "320x240 uint8 .npy, memory-mapped", **array_rate(small[0], tmp, size, repeats)},
         }
         batches = 5 if quick else 40
         # The training default (data.workers decoding threads), and as many as the gpu sample config

@@ -65,8 +65,10 @@ def data_table(d: dict) -> Table:
     t = Table(title=f"Data path (→ {d['resize_to'][0]}×{d['resize_to'][1]} gray)", title_justify="left")
     t.add_column("stage")
     t.add_column("rate", justify="right")
-    for key in ("decode_720p", "decode_small"):
-        t.add_row(f"decode + resize, {d[key]['source']}", f"{d[key]['frames_per_s']:.0f} frames/s")
+    for key in ("decode_720p", "decode_small", "read_array"):
+        if key in d:
+            t.add_row(f"{'read' if key == 'read_array' else 'decode'} + resize, {d[key]['source']}",
+                      f"{d[key]['frames_per_s']:.0f} frames/s")
     st = d["streamer"]
     shape = f"batch {st['batch']}, context {st['context']}"
     for w, rate in d.get("streamer_by_workers", {str(st["workers"]): st["batches_per_s"]}).items():
@@ -83,12 +85,38 @@ def data_table(d: dict) -> Table:
     return t
 
 
+def end_to_end_table(e: dict) -> Table:
+    t = Table(title=f"Training end to end (default model): {e['source']} sources against the same frames at "
+                    "64×64", title_justify="left")
+    for col in ("sources", "first epoch frames/s", "later epochs frames/s", "frame cache"):
+        t.add_column(col, justify="left" if col == "sources" else "right")
+    for key in ("hd", "small"):
+        r = e[key]
+        t.add_row(key, _num(r["first_epoch_frames_per_s"], ".0f"), _num(r["later_epochs_frames_per_s"], ".0f"),
+                  "on" if r["cache"] else "off")
+    t.add_row("HD ÷ small", _num(e["first_epoch_ratio"]), _num(e["later_epochs_ratio"]), "")
+    return t
+
+
+def export_table(x: dict) -> Table | str:
+    if "skipped" in x:
+        return f"Exported model: skipped ({x['skipped']})"
+    t = Table(title=f"Exported model ({x['model']}, {x['precision']}, batch {x['batch']}): ms per frame",
+              title_justify="left")
+    for col in ("chunk", "onnxruntime", "PyTorch eager", "onnxruntime ×"):
+        t.add_column(col, justify="right")
+    for chunk, r in x["chunks"].items():
+        t.add_row(chunk, _num(r["onnxruntime_ms_per_frame"]), _num(r["torch_eager_ms_per_frame"]), _num(r["speedup"]))
+    return t
+
+
 def render(report: dict, console: Console | None = None) -> None:
     """Print the report's tables and headline figures."""
     console = console or Console()
     m, p = report["machine"], report["peaks"]
     peak = ", ".join(f"{k} {v['tflops'] * 1e3:.0f} GFLOP/s ({v['op']})" for k, v in p.items())
-    console.print(f"[bold]convlstm bench[/bold] — {m['device_name']} ({m['device']}), torch {m['torch']}, "
+    isa = m.get("isa", {}).get("summary", "?")
+    console.print(f"[bold]convlstm bench[/bold] — {m['device_name']} ({m['device']}, {isa}), torch {m['torch']}, "
                   f"{m['threads']} threads, bf16 {'yes' if m['bf16_supported'] else 'no'}; dense peak: {peak}")
     for key, train in (("train", True), ("inference", False)):
         for name, section in report[key]["models"].items():
@@ -98,6 +126,10 @@ def render(report: dict, console: Console | None = None) -> None:
             console.print(ladder_table(title, section, train))
     console.print(stream_table(report["stream"]))
     console.print(data_table(report["data"]))
+    if "end_to_end" in report["data"]:
+        console.print(end_to_end_table(report["data"]["end_to_end"]))
+    if "export" in report:
+        console.print(export_table(report["export"]))
     acc = report["accuracy"]
     if "skipped" not in acc:
         console.print(f"Accuracy guard ({acc['steps']} steps): val MSE fp32 {acc['fp32']['val_mse']:.5f}, "

@@ -129,3 +129,30 @@ class FrameCache:
                first: int = 0) -> CacheWriter:
         """A writer for the entry of ``path`` (from strided frame `first`), expecting ``frames`` frames."""
         return CacheWriter(self._entry(path, size, channels, stride, first), (frames, channels, *size))
+
+
+def plan_cache(setting, videos, size: tuple[int, int], channels: int, stride: int, resize: str,
+               cache_dir, budget_gb: float) -> tuple[bool, str]:
+    """Whether to keep a frame cache for these videos, and a line saying why (`data.cache`).
+
+    ``auto`` keeps one when the decoded frames (at the size they are cached at) fit the budget:
+    `budget_gb`, but never more than half the free space where the cache would live.
+    """
+    import shutil
+
+    from convlstm_cli.data.view import base_size
+
+    need = sum(v.strided_frames(stride) * channels * int(np.prod(base_size((v.height, v.width), size, resize)))
+               for v in videos)
+    where = Path(cache_dir)
+    probe = next((p for p in (where, *where.parents) if p.exists()), Path("."))
+    budget = min(budget_gb * 1e9, shutil.disk_usage(probe).free / 2)
+    mb = f"{need / 1e6:,.0f} MB"
+    if setting is True or setting == "true":
+        return True, f"frame cache: on, {mb} at {where}"
+    if setting is False or setting == "false":
+        return False, "frame cache: off (data.cache false): every epoch decodes"
+    if need <= budget:
+        return True, f"frame cache: on (data.cache auto: {mb} of a {budget / 1e9:.1f} GB budget) at {where}"
+    return False, (f"frame cache: off (data.cache auto: the frames need {mb}, the budget is {budget / 1e9:.1f} GB; "
+                   "data.cache=true forces it)")
