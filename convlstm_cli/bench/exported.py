@@ -27,37 +27,43 @@ def _median_ms(fn, calls: int, frames: int) -> float:
     return statistics.median(times) / frames * 1e3
 
 
+def _latency(model, path: Path, chunk: int, cfg, calls: int) -> dict:
+    """ms per frame of the exported file in onnxruntime and of the model in PyTorch eager (fp32)."""
+    from convlstm_cli.export import ExportedRunner
+
+    h, w = cfg.data.hw()
+    runner = ExportedRunner(path, "onnx")
+    x = np.random.default_rng(0).random((1, chunk, cfg.data.channels, h, w), dtype=np.float32)
+    xt, state = torch.from_numpy(x), [None]
+
+    def eager() -> None:
+        with torch.inference_mode():
+            _, state[0] = model.predict_each_step(xt, state[0], 1)
+
+    ort_ms, torch_ms = _median_ms(lambda: runner(x), calls, chunk), _median_ms(eager, calls, chunk)
+    return {"onnxruntime_ms_per_frame": ort_ms, "torch_eager_ms_per_frame": torch_ms, "speedup": torch_ms / ort_ms}
+
+
 def export_bench(quick: bool) -> dict:
     """The ``export`` section: ms per frame in onnxruntime and PyTorch eager at chunk 1 and 64."""
     if not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "onnxscript")):
         return {"skipped": "the [export] extra (onnx, onnxruntime, onnxscript) is not installed"}
     from convlstm_cli import checkpoint, config
-    from convlstm_cli.export import ExportedRunner, export_model
+    from convlstm_cli.export import export_model
     from convlstm_cli.model.forecaster import EncoderForecaster
 
     sets = ["model.hidden_channels=8,16", "model.stem_channels=8", "data.size=32"] if quick else []
     cfg = config.load_config(None, sets)
     torch.manual_seed(0)
     model = EncoderForecaster.from_config(cfg.model).eval()
-    h, w = cfg.data.hw()
     out = {"model": "default" if not quick else "tiny", "precision": "fp32", "batch": 1, "chunks": {}}
     with tempfile.TemporaryDirectory(prefix="convlstm-export-") as tmp:
         run = Path(tmp) / "run"
         checkpoint.save(run / "checkpoints" / "last.pt", {"model": model.state_dict(), "config": config.to_dict(cfg)})
         for chunk in (1, 4) if quick else (1, 64):
             t0 = time.perf_counter()
-            export_model(run, "onnx", Path(tmp) / f"m{chunk}.onnx", chunk=chunk, horizon=1)
+            path = export_model(run, "onnx", Path(tmp) / f"m{chunk}.onnx", chunk=chunk, horizon=1) and Path(tmp) / f"m{chunk}.onnx"
             seconds = time.perf_counter() - t0
-            runner = ExportedRunner(Path(tmp) / f"m{chunk}.onnx", "onnx")
-            x = np.random.default_rng(0).random((1, chunk, cfg.data.channels, h, w), dtype=np.float32)
-            state = [None]
-
-            def eager(x=torch.from_numpy(x)):
-                with torch.inference_mode():
-                    _, state[0] = model.predict_each_step(x, state[0], 1)
-
-            calls = 5 if quick else (50 if chunk == 1 else 8)
-            ort_ms, torch_ms = _median_ms(lambda: runner(x), calls, chunk), _median_ms(eager, calls, chunk)
-            out["chunks"][str(chunk)] = {"onnxruntime_ms_per_frame": ort_ms, "torch_eager_ms_per_frame": torch_ms,
-                                         "speedup": torch_ms / ort_ms, "export_s": seconds}
+            out["chunks"][str(chunk)] = {**_latency(model, path, chunk, cfg, 5 if quick else (50 if chunk == 1 else 8)),
+                                         "export_s": seconds}
     return out
