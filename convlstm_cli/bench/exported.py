@@ -61,8 +61,8 @@ def export_bench(quick: bool) -> dict:
         run = Path(tmp) / "run"
         checkpoint.save(run / "checkpoints" / "last.pt", {"model": model.state_dict(), "config": config.to_dict(cfg)})
         for chunk in (1, 4) if quick else (1, 64):
-            t0 = time.perf_counter()
-            path = export_model(run, "onnx", Path(tmp) / f"m{chunk}.onnx", chunk=chunk, horizon=1) and Path(tmp) / f"m{chunk}.onnx"
+            path, t0 = Path(tmp) / f"m{chunk}.onnx", time.perf_counter()
+            export_model(run, "onnx", path, chunk=chunk, horizon=1)
             seconds = time.perf_counter() - t0
             out["chunks"][str(chunk)] = {**_latency(model, path, chunk, cfg, 5 if quick else (50 if chunk == 1 else 8)),
                                          "export_s": seconds}
