@@ -22,6 +22,8 @@ def test_demo_writes_run_prediction_and_table(tmp_path):
     assert (out / "prediction-1" / "prediction.gif").stat().st_size > 0
     assert "copy-last baseline" in r.output and "copy last frame" in r.output
     assert metrics["model"]["psnr"] > 0 and metrics["baseline"]["psnr"] > 0
+    text = " ".join(r.output.split())
+    assert f"as a stateless window of 4 frames: {metrics['window']['psnr']:.2f} dB" in text  # the memory line
     # A second demo into the same folder keeps the first run and reuses the videos.
     r = CliRunner().invoke(app, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output

@@ -234,6 +234,26 @@ def _expand(paths: list[Path], notes: list[str], skipped: list) -> list:
     return out
 
 
+def _probe_one(p: Path, cache: ProbeCache, min_frames: int) -> VideoInfo | Skipped:
+    """One sequence: its VideoInfo, or why it is skipped (a video's outcome is remembered in `cache`)."""
+    if kind_of(p) == "video" and (seen := cache.get(p)) is not None:
+        if "error" in seen:
+            return Skipped(str(p), seen["error"])
+        info = VideoInfo(**{**seen["info"], "path": str(p)})
+    else:
+        try:
+            info = probe_video(p)
+        except VideoError as e:
+            if kind_of(p) == "video":
+                cache.put(p, error=e.reason)
+            return Skipped(str(p), e.reason)
+        if kind_of(p) == "video":  # frame folders and arrays: headers only, nothing to remember
+            cache.put(p, info)
+    if info.frames < min_frames:
+        return Skipped(str(p), f"too short: {info.frames} frames, need at least {min_frames}")
+    return info
+
+
 def probe_videos(root, min_frames: int = 1, workers: int = 2) -> ProbeResult:
     """Probe a directory (recursively) or a single file.
 
@@ -259,35 +279,13 @@ def probe_videos(root, min_frames: int = 1, workers: int = 2) -> ProbeResult:
     notes, skipped = [], []
     paths = _expand([root] if single else find_video_files(root), notes, skipped)
     if not paths and not skipped:
-        raise NoUsableVideoError(f"{root}: no video files, frame folders or arrays found "
+        raise NoUsableVideoError(f"{root}: no video files found, nor frame folders or arrays "
                                  f"(looked for {', '.join(VIDEO_EXTENSIONS + ARRAY_EXTENSIONS)} and image folders)")
 
     cache = ProbeCache()
 
     def probe(p: Path) -> VideoInfo | Skipped:
-        if kind_of(p) != "video":  # frame folders and arrays: headers only, nothing to remember
-            try:
-                info = probe_video(p)
-            except VideoError as e:
-                return Skipped(str(p), e.reason)
-            return info if info.frames >= min_frames else Skipped(
-                str(p), f"too short: {info.frames} frames, need at least {min_frames}")
-        seen = cache.get(p)
-        if seen is not None and "error" in seen:
-            return Skipped(str(p), seen["error"])
-        if seen is not None:
-            info = VideoInfo(**{**seen["info"], "path": str(p)})
-        else:
-            try:
-                info = probe_video(p)
-            except VideoError as e:
-                reason = e.reason
-                cache.put(p, error=reason)
-                return Skipped(str(p), reason)
-            cache.put(p, info)
-        if info.frames < min_frames:
-            return Skipped(str(p), f"too short: {info.frames} frames, need at least {min_frames}")
-        return info
+        return _probe_one(p, cache, min_frames)
 
     with ThreadPoolExecutor(max(1, min(workers, len(paths)))) as pool:
         outcomes = list(pool.map(probe, paths))

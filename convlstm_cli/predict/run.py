@@ -216,32 +216,25 @@ def predict_clip(
     """Predict on one clip, score against the truth and the copy-last baseline, write the outputs.
 
     Args:
-        clip: a video file; decoded at the model's size, channels and temporal stride.
+        clip: a video, frame folder or array sequence (``data.npy#k``), read as the model was trained.
         checkpoint: a checkpoint file, a run directory (best, else last) or a `LoadedModel`.
         out_dir: where prediction.mp4/.gif, forecast.png and metrics.json go (None: nothing written).
-        context: forecast mode: observe this many frames, then forecast `horizon` frames.
-        horizon: frames forecast (stream: from every frame; default: the model's horizon).
+        context, horizon: forecast mode observes `context` frames, then forecasts `horizon` (stream mode
+            forecasts `horizon` frames from every frame; default: the model's horizon).
         device: "auto", "cpu" or "cuda". precision: "auto" (bf16 where supported), "bf16", "fp32".
         chunk: frames per model call in stream mode (memory, not results, depends on it).
         max_frames: read at most this many frames of the clip.
         video, gif, png: write prediction.mp4, prediction.gif, forecast.png (the GIF holds the first
             `gif_max_frames` frames; the error panels show |error| × `error_gain`).
         progress: called with (frames read, expected total or None) after each chunk.
-        stateless_window: also score the model run as a stateless sliding window of this many
-            frames on the same frames (stream mode), beside the carried state and copy-last.
+        stateless_window: also score the model as a stateless sliding window of this many frames.
 
     Returns:
-        A `PredictResult`; `result.to_dict()` is what metrics.json holds.
-
-    Raises:
-        InputError: missing/unreadable/too-short clip, bad checkpoint or option; nothing is written.
+        A `PredictResult` (`result.to_dict()` is metrics.json). InputError for a bad clip, checkpoint or
+        option: nothing is written then.
     """
-    for name, v in (("--context", context), ("--horizon", horizon), ("--chunk", chunk), ("--max-frames", max_frames),
-                    ("--stateless-window", stateless_window)):
-        if v is not None and v < 1:
-            raise InputError(f"{name} must be at least 1, got {v}")
-    if context and stateless_window:
-        raise InputError("--stateless-window compares streaming predictions; it does not go with --context")
+    _check_options(context=context, horizon=horizon, chunk=chunk, max_frames=max_frames,
+                   stateless_window=stateless_window)
     t0 = time.perf_counter()
     dev = resolve_device(device)
     loaded = resolve_model(checkpoint, dev)
@@ -262,6 +255,14 @@ def predict_clip(
         result.seconds = time.perf_counter() - t0
         result.outputs = outputs.commit(result)
     return result
+
+
+def _check_options(**options: int | None) -> None:
+    for name, v in options.items():
+        if v is not None and v < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {v}")
+    if options["context"] and options["stateless_window"]:
+        raise InputError("--stateless-window compares streaming predictions; it does not go with --context")
 
 
 def make_plan(clip, loaded: LoadedModel, source: ClipSource, context: int | None, horizon: int | None,
