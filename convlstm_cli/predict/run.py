@@ -205,11 +205,7 @@ def predict_clip(
     precision: str = "auto",
     chunk: int = 64,
     max_frames: int | None = None,
-    video: bool = True,
-    gif: bool = True,
-    png: bool = True,
-    gif_max_frames: int = 300,
-    error_gain: float = 4.0,
+    video: bool = True, gif: bool = True, png: bool = True, gif_max_frames: int = 300, error_gain: float = 4.0,
     progress: Progress | None = None,
     stateless_window: int | None = None,
 ) -> PredictResult:
