@@ -78,7 +78,7 @@ def test_make_data_cli(tmp_path):
     out = tmp_path / "data"
     result = runner.invoke(app, ["make-data", str(out), "--num", "2", "--frames", "5", "--size", "16", "--seed", "3"])
     assert result.exit_code == 0, result.output
-    assert "shapes_0001.mp4" in result.output and "wrote 2 videos" in result.output
+    assert "shapes_0001.mp4" in result.output and "wrote 2 shapes videos" in result.output
     assert [Path(v.path).name for v in probe_videos(out).videos] == ["shapes_0000.mp4", "shapes_0001.mp4"]
     again = runner.invoke(app, ["make-data", str(out), "--num", "2"])
     assert again.exit_code == 2 and "already exists" in again.output and "--force" in again.output
