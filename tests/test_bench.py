@@ -57,6 +57,11 @@ def test_quick_report_has_the_design_keys(quick_report):
         assert min(rates.values()) > 0, dtype
         assert peak["op"] == max(rates, key=rates.get) and peak["tflops"] == rates[peak["op"]], dtype
     assert "Headline" in output and "wrote" in output
+    e2e = report["data"]["end_to_end"]  # both epochs' rates are measured, for both sources
+    for side in ("hd", "small"):
+        for key in ("first_epoch_frames_per_s", "later_epochs_frames_per_s"):
+            assert isinstance(e2e[side][key], float) and e2e[side][key] > 0, (side, key)
+    assert e2e["first_epoch_ratio"] > 0 and e2e["later_epochs_ratio"] > 0
     numbers = dict(finite_numbers(report))
     assert len(numbers) > 100
 
@@ -232,3 +237,12 @@ def test_stream_bench_compiled_path_matches_eager():
     assert report["per_frame_ms"] == best["per_frame_ms"] and report["speedup_vs_window"] == best["speedup_vs_window"]
     assert report["per_frame_ms"]["6"] == min(p["per_frame_ms"]["6"] for p in report["paths"].values())
     assert "encode_per_frame_ms" in report["paths"]["eager"]  # the encoder-only split is measured eagerly
+
+
+def test_end_to_end_epochs_start_where_the_streamer_starts():
+    from convlstm_cli.bench.endtoend import epoch_rates
+
+    # 8 lanes over 4 videos: batches report epochs 1, 3, … (two passes per batch); the first pass is 1.
+    r = epoch_rates({1: [9.0, 0.5, 0.5, 0.5], 3: [0.25, 0.25]}, frames_per_step=10)
+    assert r["first_epoch_frames_per_s"] == 20.0 and r["later_epochs_frames_per_s"] == 40.0
+    assert epoch_rates({0: [1.0]}, 10)["first_epoch_frames_per_s"] is None  # one step: nothing after start-up

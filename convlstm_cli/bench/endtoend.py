@@ -70,11 +70,21 @@ def train_rate(paths: list[Path], cache_dir: Path, device, precision: str, epoch
             now = time.perf_counter()
             times.setdefault(batch.epoch, []).append(now - t0)  # wall time of the step, waiting for data included
             t0 = now
-    first = statistics.median(times[0][1:]) if len(times.get(0, [])) > 1 else float("nan")
-    later = [t for e, ts in times.items() if e > 0 for t in ts]
-    return {"first_epoch_frames_per_s": frames_per_step / first,
+    return {**epoch_rates(times, frames_per_step), "cache": use_cache}
+
+
+def epoch_rates(times: dict[int, list[float]], frames_per_step: int) -> dict:
+    """Frames/s of the first pass and of the later ones from step times keyed by batch epoch.
+
+    With more lanes than videos a batch's epoch advances by more than one at a time, so the first
+    pass is the lowest epoch seen, not epoch 0. Its first step (start-up, first decode) is left out.
+    """
+    order = sorted(times)
+    first = statistics.median(times[order[0]][1:]) if order and len(times[order[0]]) > 1 else None
+    later = [t for e in order[1:] for t in times[e]]
+    return {"first_epoch_frames_per_s": frames_per_step / first if first else None,
             "later_epochs_frames_per_s": frames_per_step / statistics.median(later) if later else None,
-            "steps": {str(e): len(ts) for e, ts in times.items()}, "cache": use_cache}
+            "steps": {str(e): len(ts) for e, ts in times.items()}}
 
 
 def end_to_end_bench(quick: bool, device: torch.device, precision: str) -> dict:
