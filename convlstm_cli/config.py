@@ -76,7 +76,7 @@ class TrainConfig:
     warmup_steps: int = 100
     min_lr_ratio: float = 0.05  # cosine decays to lr · min_lr_ratio at max_steps
     grad_clip: float = 1.0  # max global grad norm (0 disables)
-    loss: str = "charbonnier"  # charbonnier (a smooth L1: sparse changes) | mse | l1
+    loss: str = "mse"  # mse (what PSNR scores) | charbonnier (a smooth L1; failed to fit some footage) | l1
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
     channels_last: bool = True
     # torch.compile the model; auto = on a GPU only (see device.resolve_compile)

@@ -120,3 +120,11 @@ def test_bad_export_requests_are_one_line(run_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     line = one_line(str(run_dir), "--format", "onnx", "--out", str(tmp_path / "x.onnx"))
     assert "pip install 'convlstm-cli[export]'" in line and not (tmp_path / "x.onnx").exists()
+
+
+def test_readme_shows_the_example_that_runs():
+    """The README's onnxruntime example is examples/onnx_stream.py (which the test above runs)."""
+    example = (EXAMPLES / "onnx_stream.py").read_text()
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    body = example[example.index("import json"):]
+    assert f"```python\n{body}```" in readme

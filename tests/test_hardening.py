@@ -322,3 +322,16 @@ def test_concurrent_runs_share_the_probe_cache(tmp_path):
     cache = ProbeCache(tmp_path / "cache" / "probe-v1.json")
     assert all(cache.get(f)["info"]["frames"] == i % 4 for i, f in enumerate(files))
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["probe-v1.json"]
+
+
+def test_ci_runs_the_readme_test_command():
+    """`.ci/run` installs what the README's test command installs and runs the same pytest command."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("Install and run the tests"):]
+    command = re.search(r"```bash\n(.+?)\n```", block, re.S).group(1).strip()
+    install, test = (part.strip() for part in command.split("&&"))
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert install.startswith("pip install ") and f"python -m {install}" in ci
+    assert re.search(rf"^{re.escape(test)}$", ci, re.M)
