@@ -307,11 +307,11 @@ def test_readme_streaming_api(run_dir, clip):
     from convlstm_cli.data.video import iter_frames
 
     loaded = load_model(run_dir, device="cpu")
-    h, w = loaded.config.data.hw()
-    frames = iter_frames(clip, size=(h, w), channels=loaded.config.data.channels)
+    d = loaded.config.data
+    frames = iter_frames(clip, size=d.hw(), channels=d.channels, resize=d.resize)
     chunks = list(top_level_stream_predict(loaded.model, frames, horizon=2, chunk=7))
     assert [c.start for c in chunks] == list(range(0, FRAMES, 7))
-    whole = torch.from_numpy(np.stack(list(iter_frames(clip, size=(h, w))))).float() / 255
+    whole = torch.from_numpy(np.stack(list(iter_frames(clip, size=d.hw(), resize=d.resize)))).float() / 255
     with torch.inference_mode():
         want, _ = loaded.model.predict_each_step(whole[None], None, 2)
     torch.testing.assert_close(torch.cat([c.pred for c in chunks]), want[0], atol=1e-5, rtol=1e-5)
