@@ -24,3 +24,4 @@ run() {  # NAME STEPS [train flags]
 run stateless "$steps" --stateless
 run stateful "$steps"
 run stateful_detach3_fb2 $(( steps / 3 )) --set train.detach_every=3 --set model.forget_bias=2
+run stateful_detach3_3x "$steps" --set train.detach_every=3   # three times the compute
