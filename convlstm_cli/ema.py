@@ -27,8 +27,7 @@ class EMA:
         """Move the average towards `model`'s current weights (buffers are copied)."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        ema = [p for p in self.model.parameters()]
-        torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1 - d)
+        torch._foreach_lerp_(list(self.model.parameters()), [p.detach() for p in model.parameters()], 1 - d)
         for b, src in zip(self.model.buffers(), model.buffers()):
             b.copy_(src)
 

@@ -19,6 +19,7 @@ config, frame size, channels, horizon, chunk, precision (fp32), the resize rule 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from convlstm_cli.errors import InputError
 from convlstm_cli.model.state import StreamState
 
 FORMATS = ("onnx", "torchscript")
+EXPORT_MODULES = ("onnx", "onnxruntime", "onnxscript")  # the [export] extra
 
 
 class StreamStep(nn.Module):
@@ -129,8 +131,13 @@ def export_model(checkpoint, fmt: str, out, chunk: int = 1, horizon: int | None 
     return meta
 
 
+def missing_modules() -> list[str]:
+    """The modules of the [export] extra that are not installed."""
+    return [m for m in EXPORT_MODULES if importlib.util.find_spec(m) is None]
+
+
 def require_onnx() -> None:
-    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if __import__("importlib").util.find_spec(m) is None]
+    missing = missing_modules()
     if missing:
         raise InputError(f"ONNX export needs {', '.join(missing)}: pip install 'convlstm-cli[export]'")
 

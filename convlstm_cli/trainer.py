@@ -257,8 +257,10 @@ class Trainer:
         self.model.load_state_dict(sd["model"])
         self.optimizer.load_state_dict(sd["optimizer"])
         self.scheduler.load_state_dict(sd["scheduler"])
-        if self.ema is not None:  # a run that did not average yet starts its average at these weights
-            self.ema.load_state_dict(sd["ema"]) if "ema" in sd else self.ema.model.load_state_dict(sd["model"])
+        if self.ema is not None and "ema" in sd:
+            self.ema.load_state_dict(sd["ema"])
+        elif self.ema is not None:  # a run that did not average yet starts its average at these weights
+            self.ema.model.load_state_dict(sd["model"])
         self.step_count, self.epoch = int(sd["step"]), int(sd["epoch"])
         self.best_psnr = sd.get("best_psnr")
         self.best = dict(sd.get("best") or {"step": None, "delta": None, "frames": 0})

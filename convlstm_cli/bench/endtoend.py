@@ -16,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from convlstm_cli.bench.datapath import synthetic_clip
@@ -56,6 +55,11 @@ def train_rate(paths: list[Path], cache_dir: Path, device, precision: str, epoch
     opt, fused = make_optimizer(model.parameters(), device, 1e-4)
     streamer = ClipStreamer(videos, d.batch_size, d.context, cfg.model.horizon, d.hw(), d.channels, workers=d.workers,
                             cache_dir=str(cache_dir) if use_cache else None, resize=d.resize, random_crop=True)
+    params, amp = list(model.parameters()), lambda: autocast(device, precision)
+
+    def start(inputs, reset, s):
+        return model.initial_state(inputs, s.reset(reset) if s else None)
+
     times: dict[int, list[float]] = {}
     state, frames_per_step = None, d.batch_size * d.context
     t0 = time.perf_counter()
@@ -64,9 +68,8 @@ def train_rate(paths: list[Path], cache_dir: Path, device, precision: str, epoch
             if batch.epoch >= epochs:
                 break
             x, y = to_unit(batch.inputs, device), to_unit(batch.targets, device)
-            _, _, state = train_step(model, opt, [(x, y, batch.reset)], state, params=list(model.parameters()),
-                                     fused=fused, amp=lambda: autocast(device, precision), grad_clip=1.0,
-                                     start=lambda inputs, reset, s: model.initial_state(inputs, s.reset(reset) if s else None))
+            _, _, state = train_step(model, opt, [(x, y, batch.reset)], state, params=params, fused=fused, amp=amp,
+                                     grad_clip=1.0, start=start)
             now = time.perf_counter()
             times.setdefault(batch.epoch, []).append(now - t0)  # wall time of the step, waiting for data included
             t0 = now
@@ -98,5 +101,5 @@ def end_to_end_bench(quick: bool, device: torch.device, precision: str) -> dict:
     out["source"] = "640x360" if quick else "1280x720 H.264"
     for key in ("first_epoch_frames_per_s", "later_epochs_frames_per_s"):
         h, s = out["hd"][key], out["small"][key]
-        out[key.replace("frames_per_s", "ratio")] = h / s if h and s and np.isfinite(h) and np.isfinite(s) else None
+        out[key.replace("frames_per_s", "ratio")] = h / s if h and s else None  # epoch_rates: a rate or None
     return out

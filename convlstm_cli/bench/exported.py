@@ -7,7 +7,6 @@ and chunk 64 (`predict`'s chunk), both run fp32 with the state fed back, batch 1
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import tempfile
 import time
@@ -16,15 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from convlstm_cli.bench.timing import time_calls
+
+CPU = torch.device("cpu")
+
 
 def _median_ms(fn, calls: int, frames: int) -> float:
-    fn()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) / frames * 1e3
+    """Median ms per frame of `calls` timed calls of fn (after one untimed), each covering `frames` frames."""
+    return statistics.median(time_calls(fn, CPU, warmup=1, repeats=calls)) / frames * 1e3
 
 
 def _latency(model, path: Path, chunk: int, cfg, calls: int) -> dict:
@@ -46,10 +44,11 @@ def _latency(model, path: Path, chunk: int, cfg, calls: int) -> dict:
 
 def export_bench(quick: bool) -> dict:
     """The ``export`` section: ms per frame in onnxruntime and PyTorch eager at chunk 1 and 64."""
-    if not all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "onnxscript")):
-        return {"skipped": "the [export] extra (onnx, onnxruntime, onnxscript) is not installed"}
     from convlstm_cli import checkpoint, config
-    from convlstm_cli.export import export_model
+    from convlstm_cli.export import EXPORT_MODULES, export_model, missing_modules
+
+    if missing_modules():
+        return {"skipped": f"the [export] extra ({', '.join(EXPORT_MODULES)}) is not installed"}
     from convlstm_cli.model.forecaster import EncoderForecaster
 
     sets = ["model.hidden_channels=8,16", "model.stem_channels=8", "data.size=32"] if quick else []

@@ -125,15 +125,12 @@ def open_array(path, options: sources.ArrayOptions | None = None) -> SequenceArr
     return SequenceArray(path, data, layout, note)
 
 
-def check_finite(array: SequenceArray) -> None:
-    """VideoError naming the first sequence with NaN or infinity (reads the array once, a sequence at a time)."""
-    if array.data.dtype.kind != "f":
-        return
-    for k in range(array.count):
-        seq = array.sequence(k)
-        if not np.isfinite(seq).all():
-            t = int(np.flatnonzero(~np.isfinite(seq).reshape(len(seq), -1).all(axis=1))[0])
-            raise VideoError(array.path, f"sequence {k} holds NaN or infinity (frame {t})")
+def first_nonfinite(seq: np.ndarray) -> int | None:
+    """The first frame of a sequence [T, …] holding NaN or infinity (None: all finite, or not floats)."""
+    if seq.dtype.kind != "f":
+        return None
+    bad = ~np.isfinite(seq).reshape(len(seq), -1).all(axis=1)
+    return int(np.flatnonzero(bad)[0]) if bad.any() else None
 
 
 def to_levels(frame: np.ndarray, value_range) -> np.ndarray:

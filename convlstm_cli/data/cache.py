@@ -35,7 +35,8 @@ def content_key(path) -> str:
 
     path, index = split_array_name(path)
     if path.is_dir():
-        listing = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in image_files(path)]
+        stats = [(f.name, f.stat()) for f in image_files(path)]
+        listing = [(name, st.st_size, st.st_mtime_ns) for name, st in stats]
         return hashlib.sha256(repr(listing).encode()).hexdigest()
     if index is not None:
         return hashlib.sha256(f"{content_key(path)}#{index}".encode()).hexdigest()

@@ -13,9 +13,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
-from convlstm_cli.data.arrays import open_array
+from convlstm_cli.data.arrays import first_nonfinite, open_array
 from convlstm_cli.data.frames import probe_frames
 from convlstm_cli.data.probecache import ProbeCache
 from convlstm_cli.data.sources import ARRAY_EXTENSIONS, IMAGE_EXTENSIONS, kind_of, split_array_name
@@ -189,8 +187,8 @@ def probe_array(name) -> VideoInfo:
     if not 0 <= k < array.count:
         raise VideoError(file, f"has no sequence {k} (it holds {array.count})")
     seq = array.sequence(k)
-    if seq.dtype.kind == "f" and not np.isfinite(seq).all():
-        raise VideoError(name, "holds NaN or infinity")
+    if (t := first_nonfinite(seq)) is not None:
+        raise VideoError(name, f"holds NaN or infinity (frame {t})")
     return VideoInfo(f"{file}#{k}", len(seq), seq.shape[-2], seq.shape[-1], 0.0, f"array {array.layout}")
 
 
@@ -236,7 +234,8 @@ def _expand(paths: list[Path], notes: list[str], skipped: list) -> list:
 
 def _probe_one(p: Path, cache: ProbeCache, min_frames: int) -> VideoInfo | Skipped:
     """One sequence: its VideoInfo, or why it is skipped (a video's outcome is remembered in `cache`)."""
-    if kind_of(p) == "video" and (seen := cache.get(p)) is not None:
+    video = kind_of(p) == "video"  # frame folders and arrays: headers only, nothing to remember
+    if video and (seen := cache.get(p)) is not None:
         if "error" in seen:
             return Skipped(str(p), seen["error"])
         info = VideoInfo(**{**seen["info"], "path": str(p)})
@@ -244,10 +243,10 @@ def _probe_one(p: Path, cache: ProbeCache, min_frames: int) -> VideoInfo | Skipp
         try:
             info = probe_video(p)
         except VideoError as e:
-            if kind_of(p) == "video":
+            if video:
                 cache.put(p, error=e.reason)
             return Skipped(str(p), e.reason)
-        if kind_of(p) == "video":  # frame folders and arrays: headers only, nothing to remember
+        if video:
             cache.put(p, info)
     if info.frames < min_frames:
         return Skipped(str(p), f"too short: {info.frames} frames, need at least {min_frames}")
@@ -283,12 +282,8 @@ def probe_videos(root, min_frames: int = 1, workers: int = 2) -> ProbeResult:
                                  f"(looked for {', '.join(VIDEO_EXTENSIONS + ARRAY_EXTENSIONS)} and image folders)")
 
     cache = ProbeCache()
-
-    def probe(p: Path) -> VideoInfo | Skipped:
-        return _probe_one(p, cache, min_frames)
-
     with ThreadPoolExecutor(max(1, min(workers, len(paths)))) as pool:
-        outcomes = list(pool.map(probe, paths))
+        outcomes = list(pool.map(lambda p: _probe_one(p, cache, min_frames), paths))
     cache.save()
     result = ProbeResult(
         [o for o in outcomes if isinstance(o, VideoInfo)], skipped + [o for o in outcomes if isinstance(o, Skipped)],
