@@ -40,6 +40,26 @@ def tanh(x: Tensor) -> Tensor:
     return torch.tanh(x)
 
 
+def time_major(x: Tensor) -> Tensor:
+    """[B, T, …] → [T·B, …]: every frame of a sequence batch as one batch of images, time-major.
+
+    Sequences inside the model are stored time-major ([T, B, …] in memory, viewed as [B, T, …]), so
+    this is a view, and gradients come back in the layout the convolutions wrote. Batch-major
+    flattening made autograd reorder every gate gradient twice (13 % of a CPU training step).
+    """
+    return x.transpose(0, 1).flatten(0, 1)
+
+
+def batch_major(y: Tensor, b: int, t: int) -> Tensor:
+    """The inverse of `time_major`: [T·B, …] → [B, T, …] (a view)."""
+    return y.unflatten(0, (t, b)).transpose(0, 1)
+
+
+def stack_steps(xs: list[Tensor]) -> Tensor:
+    """Per-step tensors [B, …] → [B, T, …], stored time-major (see `time_major`)."""
+    return torch.stack(xs).transpose(0, 1)
+
+
 class ConvLSTM(nn.Module):
     """One ConvLSTM layer unrolled over the time axis.
 
@@ -95,9 +115,7 @@ class ConvLSTM(nn.Module):
 
     def input_gates(self, x: Tensor) -> Tensor:
         """W_x * X_t + b for all frames at once: [B, T, C_in, H, W] → [B, T, 4·C_h, H, W]."""
-        b, t = x.shape[:2]
-        g = self.conv_x(x.flatten(0, 1))
-        return g.unflatten(0, (b, t))
+        return batch_major(self.conv_x(time_major(x)), *x.shape[:2])
 
     def cell(self, gx: Tensor | None, state: State) -> State:
         """One step of eqs. (3) given the input gates gx [B, 4·C_h, H, W] (or None)."""
@@ -133,13 +151,14 @@ class ConvLSTM(nn.Module):
             self.check_input(x)
             if state is None:
                 state = self.zero_state(x, x.shape[-2], x.shape[-1])
-            gx = self.input_gates(x).unbind(1) if self.conv_x is not None else [None] * x.shape[1]
+            # Unbinding the time-major view along T: its backward stacks the gate gradients in place.
+            gx = self.input_gates(x).transpose(0, 1).unbind(0) if self.conv_x is not None else [None] * x.shape[1]
         self.check_state(state, x)
         outs = []
         for g in gx:
             state = self.cell(g, state)
             outs.append(state[0])
-        return torch.stack(outs, dim=1), state
+        return stack_steps(outs), state
 
     def check_input(self, x: Tensor) -> None:
         if x.dim() != 5 or x.shape[2] != self.in_channels:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlstm_cli.model.convlstm import ConvLSTM
+from convlstm_cli.model.convlstm import ConvLSTM, batch_major, stack_steps, time_major
 from convlstm_cli.model.state import StreamState
 
 
@@ -69,9 +69,8 @@ class ModelConfig:
 
 
 def per_frame(module: nn.Module, x: Tensor) -> Tensor:
-    """Apply a 2-D module to every frame of [B, T, C, H, W] as one batch of B·T images."""
-    y = module(x.flatten(0, 1))
-    return y.unflatten(0, x.shape[:2])
+    """Apply a 2-D module to every frame of [B, T, C, H, W] as one batch of T·B images (time-major)."""
+    return batch_major(module(time_major(x)), *x.shape[:2])
 
 
 def clamp_unit(x: Tensor) -> Tensor:
@@ -226,7 +225,9 @@ class EncoderForecaster(nn.Module):
 
         Returns:
             The state after the last frame and, if `every_step`, the per-level (h, c) after every
-            frame as tensors [B, T, C_l, H_l, W_l] (for one-step-ahead prediction at each frame).
+            frame as lists of T tensors [B, C_l, H_l, W_l] (for one-step-ahead prediction at each frame;
+            lists, so that taking some steps needs no slice, whose backward would zero-fill a
+            batch-major gradient and cost the convolutions their channels-last layout).
         """
         self.check_frames(frames)
         state = self.initial_state(frames, state)
@@ -234,9 +235,9 @@ class EncoderForecaster(nn.Module):
         final, steps = [], []
         for level, (down, cell) in enumerate(zip(self.down, self.encoder)):
             x = per_frame(down, x) if level else x
-            x, hc, cs = self.scan(cell, x, state[level], every_step)
+            x, hc, hcs = self.scan(cell, x, state[level], every_step)
             final.append(hc)
-            steps.append((x, cs))
+            steps.append(hcs)
         return StreamState(final), (steps if every_step else None)
 
     @staticmethod
@@ -245,13 +246,13 @@ class EncoderForecaster(nn.Module):
         if not keep_cells:
             out, hc = cell(x, hc)
             return out, hc, None
-        gx = cell.input_gates(x).unbind(1)
+        gx = cell.input_gates(x).transpose(0, 1).unbind(0)
         hs, cs = [], []
         for g in gx:
             hc = cell.cell(g, hc)
             hs.append(hc[0])
             cs.append(hc[1])
-        return torch.stack(hs, 1), hc, torch.stack(cs, 1)
+        return stack_steps(hs), hc, (hs, cs)
 
     def forecast(self, state: StreamState, last_frame: Tensor, horizon: int) -> Tensor:
         """Unroll the forecaster `horizon` steps from encoder `state`; last_frame [B, C, H, W]."""
@@ -304,8 +305,8 @@ class EncoderForecaster(nn.Module):
         end = self.forecast(final, frames[:, -1], horizon)
         if t == 1:
             return end, final
-        starts = StreamState([(h[:, :-1].flatten(0, 1), c[:, :-1].flatten(0, 1)) for h, c in steps])
-        one = self.forecast(starts, frames[:, :-1].flatten(0, 1), 1).unflatten(0, (b, t - 1))[:, :, 0]
+        starts = StreamState([(torch.cat(h[:-1]), torch.cat(c[:-1])) for h, c in steps])  # time-major
+        one = batch_major(self.forecast(starts, time_major(frames[:, :-1]), 1), b, t - 1)[:, :, 0]
         return torch.cat([one, end], dim=1), final
 
     def predict_each_step(self, frames: Tensor, state: StreamState | None = None, horizon: int = 1):
@@ -319,9 +320,9 @@ class EncoderForecaster(nn.Module):
         """
         b, t = frames.shape[:2]
         final, steps = self.encode(frames, state, every_step=True)
-        starts = StreamState([(h.flatten(0, 1), c.flatten(0, 1)) for h, c in steps])
-        pred = self.forecast(starts, frames.flatten(0, 1), horizon)
-        return pred.unflatten(0, (b, t)), final
+        starts = StreamState([(torch.cat(h), torch.cat(c)) for h, c in steps])  # time-major
+        pred = self.forecast(starts, time_major(frames), horizon)
+        return batch_major(pred, b, t), final
 
 
 class EveryStep(nn.Module):
