@@ -191,3 +191,21 @@ def test_crop_keeps_a_circle_circular(tmp_path):
     assert base_size((180, 320), (64, 64), "crop") == (64, 114) and base_size((180, 320), (64, 64), "pad") == (36, 64)
     shifted = fit(np.arange(114)[None, None, None].repeat(64, 2).astype(np.uint8), (64, 64))
     assert shifted[0, 0, 0, 0] == 25  # the centre crop starts (114 − 64) / 2 columns in
+
+
+def test_zoomed_view_samples_like_torch_bilinear():
+    """The zoom's enlargement (numpy, run in the decoding threads) equals F.interpolate's bilinear
+    (to one level where float32 rounding lands a value either side of .5)."""
+    from convlstm_cli.data.view import View
+
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (5, 2, 40, 57), dtype=np.uint8)
+    out = fit(frames, (40, 40), View(y=0.3, x=0.8, zoom=1.37))
+    ch, cw = round(40 / 1.37), round(40 / 1.37)
+    sy, sx = round((40 - ch) * 0.3), round((57 - cw) * 0.8)
+    crop = torch.from_numpy(frames[..., sy : sy + ch, sx : sx + cw].copy()).float()
+    ref = torch.nn.functional.interpolate(crop, size=(40, 40), mode="bilinear", align_corners=False)
+    assert out.shape == (5, 2, 40, 40) and out.dtype == np.uint8
+    diff = np.abs(out.astype(int) - ref.round().clamp(0, 255).numpy().astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.002
+    assert (out != fit(frames, (40, 40), View(y=0.3, x=0.8))).mean() > 0.5  # the zoom did something
