@@ -11,7 +11,7 @@
 set -euo pipefail
 out="${1:-quality}"
 photos="${2:-held-out}"
-steps="${3:-1200}"
+steps="${3:-1600}"
 shift $(( $# < 3 ? $# : 3 ))
 mkdir -p "$out"
 flag=""

@@ -189,6 +189,27 @@ def test_channels_last_equals_contiguous():
     torch.testing.assert_close(each, want_each, atol=1e-5, rtol=1e-5)
 
 
+
+@pytest.mark.parametrize("every_step", [False, True])
+def test_channels_last_backward_gets_channels_last_gradients(every_step):
+    """Every convolution's backward receives its gradient channels-last, so none pays a reordering
+    copy (the batch-major layout once made autograd reorder each input-gate gradient twice)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Layouts(TorchDispatchMode):
+        seen: list = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.convolution_backward.default and args[0].shape[1] > 1:
+                self.seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+            return func(*args, **(kwargs or {}))
+
+    model = tiny_model().to(memory_format=torch.channels_last)
+    pred, _ = model(frames(t=4, dtype=torch.float32), every_step=every_step)
+    with Layouts() as mode:
+        pred.square().sum().backward()
+    assert len(mode.seen) > 10 and all(mode.seen)
+
 # -- sizes ---------------------------------------------------------------------------------------------
 def test_trained_at_64_runs_at_96():
     model = tiny_model(horizon=2)
