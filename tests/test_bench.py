@@ -246,3 +246,26 @@ def test_end_to_end_epochs_start_where_the_streamer_starts():
     r = epoch_rates({1: [9.0, 0.5, 0.5, 0.5], 3: [0.25, 0.25]}, frames_per_step=10)
     assert r["first_epoch_frames_per_s"] == 20.0 and r["later_epochs_frames_per_s"] == 40.0
     assert epoch_rates({0: [1.0]}, 10)["first_epoch_frames_per_s"] is None  # one step: nothing after start-up
+
+
+def test_end_to_end_alternates_sources_and_pools_their_steps(monkeypatch, tmp_path):
+    """HD and small sources take turns (a slow spell of a shared machine lands on both), each round
+    with a fresh cache, and the rates come from the pooled steps with each round's start-up left out."""
+    from convlstm_cli.bench import endtoend
+
+    calls = []
+    monkeypatch.setattr(endtoend, "_sources", lambda tmp, quick: (["hd.mp4"], ["small.mp4"]))
+
+    def fake_times(paths, cache_dir, device, precision, epochs, quick):
+        calls.append((paths[0], cache_dir.name))
+        slow = 2.0 if len(calls) == 1 else 1.0  # a slow spell during the first run only
+        step = 0.2 if paths[0] == "hd.mp4" else 0.1
+        return {"times": {0: [99.0] + [step * slow] * 4, 1: [0.05 * slow] * 3}, "frames_per_step": 10, "cache": True}
+
+    monkeypatch.setattr(endtoend, "train_times", fake_times)
+    out = endtoend.end_to_end_bench(False, torch.device("cpu"), "fp32")
+    assert calls == [("hd.mp4", "cache-hd-0"), ("small.mp4", "cache-small-0"),
+                     ("hd.mp4", "cache-hd-1"), ("small.mp4", "cache-small-1")]
+    assert out["hd"]["steps"] == {"0": 8, "1": 6}  # two rounds pooled, the 99 s start-ups left out
+    assert out["small"]["first_epoch_frames_per_s"] == pytest.approx(100.0)
+    assert out["later_epochs_ratio"] == pytest.approx(10 / 0.075 / 200)  # hd median of 0.1 and 0.05 steps

@@ -4,9 +4,10 @@ against the same frames already shrunk to the training size.
 Decoding and training share the machine's cores, so the streamer's rate in isolation says little.
 Here the same model (the `convlstm train` defaults) runs the same `train_step`s, fed by the
 `ClipStreamer` with the training defaults (`data.cache: auto`, so later epochs read the frame cache),
-once from 1280×720 H.264 clips and once from those clips' frames at 64×64. Each is timed over its
-first epoch (decoding) and the later ones (the cache): ``later_ratio`` ≥ 0.95 means HD sources
-train as fast as small ones once decoded.
+from 1280×720 H.264 clips and from those clips' frames at 64×64. Each is timed over its first
+epoch (decoding) and the later ones (the cache): ``later_ratio`` ≥ 0.95 means HD sources train as
+fast as small ones once decoded. The two alternate over `ROUNDS` rounds (each with a fresh cache) and
+their step times are pooled: on a shared machine a slow spell then lands on both sides, not on one.
 """
 
 from __future__ import annotations
@@ -34,8 +35,12 @@ def _sources(tmp: Path, quick: bool) -> tuple[list[Path], list[Path]]:
     return hd, small
 
 
-def train_rate(paths: list[Path], cache_dir: Path, device, precision: str, epochs: int, quick: bool) -> dict:
-    """Frames/s of training steps over `epochs` passes (first epoch vs the later ones)."""
+ROUNDS = 2
+
+
+def train_times(paths: list[Path], cache_dir: Path, device, precision: str, epochs: int, quick: bool) -> dict:
+    """Wall time of every training step over `epochs` passes, keyed by pass (rank in the streamer's
+    epochs, 0 = the first); with ``frames_per_step`` and whether the cache was on."""
     from convlstm_cli.config import load_config
     from convlstm_cli.data.cache import plan_cache
     from convlstm_cli.data.probe import probe_videos
@@ -73,17 +78,20 @@ def train_rate(paths: list[Path], cache_dir: Path, device, precision: str, epoch
             now = time.perf_counter()
             times.setdefault(batch.epoch, []).append(now - t0)  # wall time of the step, waiting for data included
             t0 = now
-    return {**epoch_rates(times, frames_per_step), "cache": use_cache}
+    order = sorted(times)
+    return {"times": {i: times[e] for i, e in enumerate(order)}, "frames_per_step": frames_per_step,
+            "cache": use_cache}
 
 
-def epoch_rates(times: dict[int, list[float]], frames_per_step: int) -> dict:
+def epoch_rates(times: dict[int, list[float]], frames_per_step: int, startup: int = 1) -> dict:
     """Frames/s of the first pass and of the later ones from step times keyed by batch epoch.
 
     With more lanes than videos a batch's epoch advances by more than one at a time, so the first
-    pass is the lowest epoch seen, not epoch 0. Its first step (start-up, first decode) is left out.
+    pass is the lowest epoch seen, not epoch 0. Its first `startup` steps (start-up, first decode) are
+    left out.
     """
     order = sorted(times)
-    first = statistics.median(times[order[0]][1:]) if order and len(times[order[0]]) > 1 else None
+    first = statistics.median(times[order[0]][startup:]) if order and len(times[order[0]]) > startup else None
     later = [t for e in order[1:] for t in times[e]]
     return {"first_epoch_frames_per_s": frames_per_step / first if first else None,
             "later_epochs_frames_per_s": frames_per_step / statistics.median(later) if later else None,
@@ -92,13 +100,20 @@ def epoch_rates(times: dict[int, list[float]], frames_per_step: int) -> dict:
 
 def end_to_end_bench(quick: bool, device: torch.device, precision: str) -> dict:
     """The ``data.end_to_end`` section: HD sources against pre-shrunk ones, first and later epochs."""
-    epochs = 2 if quick else 4
+    epochs, rounds = (2, 1) if quick else (4, ROUNDS)
+    pooled: dict[str, dict] = {"hd": {}, "small": {}}
     with tempfile.TemporaryDirectory(prefix="convlstm-e2e-") as tmp:
         tmp = Path(tmp)
-        hd, small = _sources(tmp, quick)
-        out = {"hd": train_rate(hd, tmp / "cache-hd", device, precision, epochs, quick),
-               "small": train_rate(small, tmp / "cache-small", device, precision, epochs, quick)}
+        sources = dict(zip(("hd", "small"), _sources(tmp, quick)))
+        for r in range(rounds):
+            for kind, paths in sources.items():
+                run = train_times(paths, tmp / f"cache-{kind}-{r}", device, precision, epochs, quick)
+                for i, ts in run["times"].items():  # each round's start-up step left out
+                    pooled[kind].setdefault(i, []).extend(ts[1:] if i == 0 else ts)
+                frames, cache = run["frames_per_step"], run["cache"]
+    out = {kind: {**epoch_rates(times, frames, startup=0), "cache": cache} for kind, times in pooled.items()}
     out["source"] = "640x360" if quick else "1280x720 H.264"
+    out["rounds"] = rounds
     for key in ("first_epoch_frames_per_s", "later_epochs_frames_per_s"):
         h, s = out["hd"][key], out["small"][key]
         out[key.replace("frames_per_s", "ratio")] = h / s if h and s else None  # epoch_rates: a rate or None
