@@ -55,6 +55,11 @@ def batch_major(y: Tensor, b: int, t: int) -> Tensor:
     return y.unflatten(0, (t, b)).transpose(0, 1)
 
 
+def per_frame(module: nn.Module, x: Tensor) -> Tensor:
+    """Apply a 2-D module to every frame of [B, T, C, H, W] as one batch of T·B images (time-major)."""
+    return batch_major(module(time_major(x)), *x.shape[:2])
+
+
 def stack_steps(xs: list[Tensor]) -> Tensor:
     """Per-step tensors [B, …] → [B, T, …], stored time-major (see `time_major`)."""
     return torch.stack(xs).transpose(0, 1)
@@ -115,7 +120,12 @@ class ConvLSTM(nn.Module):
 
     def input_gates(self, x: Tensor) -> Tensor:
         """W_x * X_t + b for all frames at once: [B, T, C_in, H, W] → [B, T, 4·C_h, H, W]."""
-        return batch_major(self.conv_x(time_major(x)), *x.shape[:2])
+        return per_frame(self.conv_x, x)
+
+    def gate_steps(self, x: Tensor) -> tuple[Tensor, ...]:
+        """`input_gates` as one [B, 4·C_h, H, W] tensor per step: views unbound along T of the time-major
+        result, so autograd stacks their gradients back in place, in the convolution's layout."""
+        return self.input_gates(x).transpose(0, 1).unbind(0)
 
     def cell(self, gx: Tensor | None, state: State) -> State:
         """One step of eqs. (3) given the input gates gx [B, 4·C_h, H, W] (or None)."""
@@ -151,14 +161,19 @@ class ConvLSTM(nn.Module):
             self.check_input(x)
             if state is None:
                 state = self.zero_state(x, x.shape[-2], x.shape[-1])
-            # Unbinding the time-major view along T: its backward stacks the gate gradients in place.
-            gx = self.input_gates(x).transpose(0, 1).unbind(0) if self.conv_x is not None else [None] * x.shape[1]
+            gx = self.gate_steps(x) if self.conv_x is not None else [None] * x.shape[1]
         self.check_state(state, x)
-        outs = []
+        hs, _, state = self.run_steps(gx, state)
+        return stack_steps(hs), state
+
+    def run_steps(self, gx, state: State) -> tuple[list[Tensor], list[Tensor], State]:
+        """The cell over per-step input gates (or Nones): h and c after every step, and the last (h, c)."""
+        hs, cs = [], []
         for g in gx:
             state = self.cell(g, state)
-            outs.append(state[0])
-        return stack_steps(outs), state
+            hs.append(state[0])
+            cs.append(state[1])
+        return hs, cs, state
 
     def check_input(self, x: Tensor) -> None:
         if x.dim() != 5 or x.shape[2] != self.in_channels:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlstm_cli.model.convlstm import ConvLSTM, batch_major, stack_steps, time_major
+from convlstm_cli.model.convlstm import ConvLSTM, batch_major, per_frame, stack_steps, time_major
 from convlstm_cli.model.state import StreamState
 
 
@@ -66,11 +66,6 @@ class ModelConfig:
         if len(ks) != len(self.hidden_channels):
             raise ValueError(f"kernel_size has {len(ks)} entries for {len(self.hidden_channels)} levels")
         return ks
-
-
-def per_frame(module: nn.Module, x: Tensor) -> Tensor:
-    """Apply a 2-D module to every frame of [B, T, C, H, W] as one batch of T·B images (time-major)."""
-    return batch_major(module(time_major(x)), *x.shape[:2])
 
 
 def clamp_unit(x: Tensor) -> Tensor:
@@ -246,12 +241,7 @@ class EncoderForecaster(nn.Module):
         if not keep_cells:
             out, hc = cell(x, hc)
             return out, hc, None
-        gx = cell.input_gates(x).transpose(0, 1).unbind(0)
-        hs, cs = [], []
-        for g in gx:
-            hc = cell.cell(g, hc)
-            hs.append(hc[0])
-            cs.append(hc[1])
+        hs, cs, hc = cell.run_steps(cell.gate_steps(x), hc)
         return stack_steps(hs), hc, (hs, cs)
 
     def forecast(self, state: StreamState, last_frame: Tensor, horizon: int) -> Tensor:
