@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from convlstm_cli import checkpoint, config
 from convlstm_cli.cli import app
 from convlstm_cli.compare import evaluate_folder
-from convlstm_cli.data.occlusion import VISIBLE, make_occlusion, memory_frames, render_occlusion
+from convlstm_cli.data.occlusion import GLIMPSE, VISIBLE, make_occlusion, memory_frames, render_occlusion
 from convlstm_cli.data.video import read_frames
 from convlstm_cli.model.forecaster import EncoderForecaster
 from convlstm_cli.model.state import StreamState
@@ -36,9 +36,25 @@ def test_occlusion_ground_truth_matches_its_pixels():
         runs.append(n)
     assert max(runs) >= 12  # hidden for longer than a chunk of 8
     memory = memory_frames(visible, 8)
-    for t in np.flatnonzero(memory):  # in view now, seen fewer than twice in the last 8, seen before that
-        assert in_view[t] and in_view[max(0, t - 8) : t].sum() < 2 and in_view[: max(0, t - 8)].any()
-    assert memory.sum() > 0
+    shows = visible[:, 0] >= GLIMPSE
+    assert (bright[~shows] < 3).all()  # what the flags call not showing is (nearly) no ball pixel
+    for t in np.flatnonzero(memory):  # showing now, in at most one of the last 8, in full view before
+        assert shows[t] and shows[max(0, t - 8) : t].sum() < 2 and in_view[: max(0, t - 8)].any()
+    # Each time the ball comes back after longer than the window, its first two sliver frames are
+    # flagged and no later frame: by then a window has seen it come out.
+    back = [t for t in range(9, len(shows)) if shows[t] and not shows[t - 8 : t].any() and in_view[: t - 8].any()]
+    assert back and sorted(np.flatnonzero(memory)) == sorted({t + k for t in back for k in (0, 1)})
+
+
+def test_occlusion_noise_is_a_cameras_and_moves_nothing():
+    clean, vis_clean = render_occlusion(np.random.default_rng(3), 60, 32, hidden=10, margin=0)
+    noisy, vis_noisy = render_occlusion(np.random.default_rng(3), 60, 32, hidden=10, margin=0, noise=2.0)
+    assert np.array_equal(vis_clean, vis_noisy)  # same balls, same bars
+    diff = noisy.astype(np.float64) - clean
+    # 2 grey levels; the mean moves by less than the clean frame's rounding (20.4 is written 20)
+    assert 1.7 < diff.std() < 2.3 and abs(diff.mean()) < 0.5
+    # Clean frames repeat exactly while nothing is in view (copy-last at the PSNR cap); noisy never.
+    assert (np.abs(np.diff(noisy.astype(int), axis=0)).sum((1, 2)) > 0).all()
 
 
 def test_make_data_writes_ground_truth_beside_each_video(tmp_path):

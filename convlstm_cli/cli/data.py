@@ -25,6 +25,7 @@ def make_data(
     hidden: Annotated[int, typer.Option("--hidden", help="occlusion: frames a ball stays hidden (longer than a chunk).")] = 20,
     margin: Annotated[int, typer.Option("--margin", help="occlusion: pixels balls may travel outside the frame.")] = 0,
     window: Annotated[int, typer.Option("--window", help="occlusion: the window the memory ground truth is for.")] = 8,
+    noise: Annotated[float, typer.Option("--noise", help="occlusion: camera noise in grey levels (0: clean frames).")] = 2.0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite videos of the same names already there.")] = False,
 ) -> None:
     """Write sample videos (deterministic, nothing is downloaded)."""
@@ -39,7 +40,8 @@ def make_data(
                                        channels=channels, overwrite=force),
         "pans": lambda: make_pans(out_dir, num=num, frames=frames, seed=seed, held_out=held_out, overwrite=force),
         "occlusion": lambda: make_occlusion(out_dir, num=num, frames=frames or 120, size=size, seed=seed,
-                                            hidden=hidden, margin=margin, window=window, overwrite=force),
+                                            hidden=hidden, margin=margin, window=window, noise=noise,
+                                            overwrite=force),
     }
     if scene not in makers:
         raise fail(f"--scene {scene}: expected one of {', '.join(makers)}")

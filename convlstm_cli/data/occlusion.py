@@ -10,9 +10,11 @@ from the last few frames cannot know when and where a ball comes back; one that 
 Ground truth beside every ``occlusion_0000.mp4``: ``occlusion_0000.json`` with, per frame,
 
 - ``visible``: for each ball, the visible share of its disc (0 hidden … 1 in full view);
-- ``memory``: the frame needs memory — some ball is in view in it, but in the ``window`` frames
-  before it that ball was in view in fewer than two (so a window of that length can know neither
-  where it is going nor, often, that it exists), while it had been seen before that.
+- ``memory``: the frame needs memory — some ball shows in it, but in the ``window`` frames before
+  it not one pixel of that ball showed in more than one (so a window of that length can know neither
+  where it is going nor, often, that it exists), while it had been in full view before that. A ball
+  comes out from behind a bar a sliver at a time, so these are the frames of its first slivers:
+  once a window has seen two, it knows where the ball is and which way it moves.
 
 `convlstm eval` reports every mode on the memory frames and on the others separately.
 """
@@ -29,6 +31,7 @@ from convlstm_cli.data.video import write_video
 from convlstm_cli.errors import InputError
 
 VISIBLE = 0.3  # a ball counts as in view when this share of it is visible
+GLIMPSE = 0.01  # ... and as showing when this share is (about half a pixel: a sliver a window sees)
 
 
 @dataclass
@@ -56,8 +59,12 @@ def _bars(rng: np.random.Generator, size: int, count: int, width: float) -> list
 
 
 def render_occlusion(rng: np.random.Generator, frames: int, size: int, hidden: int, margin: int,
-                     balls: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """One clip: uint8 frames [T, size, size] and the visible share of each ball [T, balls]."""
+                     balls: int = 2, noise: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """One clip: uint8 frames [T, size, size] and the visible share of each ball [T, balls].
+
+    ``noise`` is a camera's: Gaussian, this many grey levels (of 255) per pixel and frame, drawn
+    after the scene's layout, so it changes no ball or bar.
+    """
     speed = (0.8, 1.4)
     radius_max = 0.08 * size
     width = min(hidden * np.mean(speed) + 2 * radius_max, 0.6 * size)  # hidden ≈ width / speed
@@ -79,6 +86,8 @@ def render_occlusion(rng: np.random.Generator, frames: int, size: int, hidden: i
             image = image * (1 - disc) + b.value * disc
             _move(b, size, margin)
         image[occluded] = 0.35  # the occluder is in front of every ball
+        if noise:  # without it copy-last is exact whenever nothing is in view (PSNR at its cap)
+            image = image + rng.normal(0, noise / 255, image.shape).astype(np.float32)
         video[t] = np.rint(np.clip(image, 0, 1) * 255)
     return video, np.clip(visible, 0, 1)
 
@@ -96,17 +105,18 @@ def _move(b: Ball, size: int, margin: int) -> None:
 
 def memory_frames(visible: np.ndarray, window: int) -> np.ndarray:
     """Frames [T] that need memory (see the module docstring) from the visible shares [T, balls]."""
-    seen = visible >= VISIBLE
+    seen, shows = visible >= VISIBLE, visible >= GLIMPSE
     out = np.zeros(len(seen), bool)
     for t in range(len(seen)):
-        recent = seen[max(0, t - window) : t].sum(axis=0)
+        # Slivers count as sightings: a window that saw a ball's edge come out knows where it is.
+        recent = shows[max(0, t - window) : t].sum(axis=0)
         earlier = seen[: max(0, t - window)].any(axis=0)
-        out[t] = bool((seen[t] & (recent < 2) & earlier).any())
+        out[t] = bool((shows[t] & (recent < 2) & earlier).any())
     return out
 
 
 def make_occlusion(out_dir, num: int = 8, frames: int = 120, size: int = 64, seed: int = 0, hidden: int = 20,
-                   margin: int = 0, window: int = 8, overwrite: bool = False) -> list[Path]:
+                   margin: int = 0, window: int = 8, noise: float = 2.0, overwrite: bool = False) -> list[Path]:
     """Write `num` occlusion videos and their ground truth (see the module docstring).
 
     Args:
@@ -117,23 +127,25 @@ def make_occlusion(out_dir, num: int = 8, frames: int = 120, size: int = 64, see
         margin: How far (pixels) balls may travel outside the frame before they turn back.
         window: The window the memory flags are computed for (a training context; `convlstm eval`
             compares against a sliding window of this length by default).
+        noise: Camera noise, grey levels (see `render_occlusion`; 0 for clean frames).
         overwrite: Replace videos of the same names.
 
     Returns:
         The videos written.
     """
-    if num < 1 or frames < 2 or size < 16 or hidden < 1 or margin < 0 or window < 1:
+    if num < 1 or frames < 2 or size < 16 or hidden < 1 or margin < 0 or window < 1 or noise < 0:
         raise InputError(f"make-data --scene occlusion: need num >= 1, frames >= 2, size >= 16, hidden >= 1, "
-                         f"margin >= 0, window >= 1 (got {num}, {frames}, {size}, {hidden}, {margin}, {window})")
+                         f"margin >= 0, window >= 1, noise >= 0 "
+                         f"(got {num}, {frames}, {size}, {hidden}, {margin}, {window}, {noise})")
     out_dir = Path(out_dir)
     paths = [out_dir / f"occlusion_{i:04d}.mp4" for i in range(num)]
     if not overwrite and any(p.exists() for p in paths):
         raise InputError(f"{next(p for p in paths if p.exists())} already exists; use --force to overwrite")
     for i, path in enumerate(paths):
         rng = np.random.default_rng([seed, i, 0x0CC])
-        video, visible = render_occlusion(rng, frames, size, hidden, margin)
+        video, visible = render_occlusion(rng, frames, size, hidden, margin, noise=noise)
         write_video(path, video, fps=10, crf=10)
-        meta = {"scene": "occlusion", "hidden": hidden, "margin": margin, "window": window,
+        meta = {"scene": "occlusion", "hidden": hidden, "margin": margin, "window": window, "noise": noise,
                 "visible": np.round(visible, 3).tolist(), "memory": memory_frames(visible, window).tolist()}
         path.with_suffix(".json").write_text(json.dumps(meta))
     return paths
