@@ -15,7 +15,14 @@ from typer.testing import CliRunner
 from convlstm_cli import checkpoint, config
 from convlstm_cli.cli import app
 from convlstm_cli.compare import evaluate_folder
-from convlstm_cli.data.occlusion import GLIMPSE, VISIBLE, make_occlusion, memory_frames, render_occlusion
+from convlstm_cli.data.occlusion import (
+    GLIMPSE,
+    VISIBLE,
+    make_occlusion,
+    memory_frames,
+    memory_pixels,
+    render_occlusion,
+)
 from convlstm_cli.data.video import read_frames
 from convlstm_cli.model.forecaster import EncoderForecaster
 from convlstm_cli.model.state import StreamState
@@ -65,6 +72,18 @@ def test_make_data_writes_ground_truth_beside_each_video(tmp_path):
         meta = json.loads((tmp_path / "occ" / f"occlusion_{i:04d}.json").read_text())
         frames = read_frames(tmp_path / "occ" / f"occlusion_{i:04d}.mp4", None, 1)
         assert len(meta["memory"]) == len(meta["visible"]) == len(frames) == 40 and meta["hidden"] == 14
+
+
+def test_memory_pixels_are_the_returning_balls(tmp_path):
+    make_occlusion(tmp_path, num=1, frames=80, size=32, hidden=10, window=4, noise=0.0)
+    meta = json.loads((tmp_path / "occlusion_0000.json").read_text())
+    video, _ = render_occlusion(np.random.default_rng(meta["seed"]), 80, 32, 10, 0)  # renders again, same clip
+    frames = read_frames(tmp_path / "occlusion_0000.mp4", None, 1)[:, 0]
+    assert np.abs(frames.astype(int) - video).mean() < 1.5  # the same clip (the file is H.264 at crf 10)
+    mask, memory = memory_pixels(meta), np.asarray(meta["memory"])
+    assert memory.any() and mask[memory].any(axis=(1, 2)).all() and not mask[~memory].any()
+    # Where the mask is, a ball shows: neither the background (20) nor the bar in front (89).
+    assert ((video[mask] != 20) & (video[mask] != 89)).all()
 
 
 @pytest.fixture(scope="module")

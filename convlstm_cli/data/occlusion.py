@@ -59,11 +59,12 @@ def _bars(rng: np.random.Generator, size: int, count: int, width: float) -> list
 
 
 def render_occlusion(rng: np.random.Generator, frames: int, size: int, hidden: int, margin: int,
-                     balls: int = 2, noise: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                     balls: int = 2, noise: float = 0.0, leave_out: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One clip: uint8 frames [T, size, size] and the visible share of each ball [T, balls].
 
     ``noise`` is a camera's: Gaussian, this many grey levels (of 255) per pixel and frame, drawn
-    after the scene's layout, so it changes no ball or bar.
+    after the scene's layout, so it changes no ball or bar. ``leave_out`` renders the same clip
+    without that ball (its visible shares stay): the two differ exactly in that ball's pixels.
     """
     speed = (0.8, 1.4)
     radius_max = 0.08 * size
@@ -83,7 +84,8 @@ def render_occlusion(rng: np.random.Generator, frames: int, size: int, hidden: i
             disc = np.clip(b.radius - np.hypot(yy - b.pos[0], xx - b.pos[1]) + 0.5, 0, 1)
             area = np.pi * b.radius**2
             visible[t, j] = float((disc * ~occluded).sum() / area) if area else 0.0
-            image = image * (1 - disc) + b.value * disc
+            if j != leave_out:
+                image = image * (1 - disc) + b.value * disc
             _move(b, size, margin)
         image[occluded] = 0.35  # the occluder is in front of every ball
         if noise:  # without it copy-last is exact whenever nothing is in view (PSNR at its cap)
@@ -142,10 +144,30 @@ def make_occlusion(out_dir, num: int = 8, frames: int = 120, size: int = 64, see
     if not overwrite and any(p.exists() for p in paths):
         raise InputError(f"{next(p for p in paths if p.exists())} already exists; use --force to overwrite")
     for i, path in enumerate(paths):
-        rng = np.random.default_rng([seed, i, 0x0CC])
+        rng = np.random.default_rng([seed, i, 0x0CC])  # written beside the video: it renders again
         video, visible = render_occlusion(rng, frames, size, hidden, margin, noise=noise)
         write_video(path, video, fps=10, crf=10)
-        meta = {"scene": "occlusion", "hidden": hidden, "margin": margin, "window": window, "noise": noise,
+        meta = {"scene": "occlusion", "seed": [seed, i, 0x0CC], "size": size, "hidden": hidden, "margin": margin,
+                "window": window, "noise": noise,
                 "visible": np.round(visible, 3).tolist(), "memory": memory_frames(visible, window).tolist()}
         path.with_suffix(".json").write_text(json.dumps(meta))
     return paths
+
+
+def memory_pixels(meta: dict) -> np.ndarray:
+    """Bool [T, size, size]: the pixels, on each memory frame, of the balls that need memory there.
+
+    Renders the clip again from its ground truth (``meta``, as `make_occlusion` wrote it) with and
+    without each ball; the pixels that differ are the ball's. What the headroom of a perfect memory
+    is measured on (``scripts/memory_headroom.py``).
+    """
+    args = (len(meta["visible"]), meta["size"], meta["hidden"], meta["margin"])
+    full, visible = render_occlusion(np.random.default_rng(meta["seed"]), *args, noise=meta["noise"])
+    shows, window = visible >= GLIMPSE, meta["window"]
+    out = np.zeros(full.shape, bool)
+    for j in range(visible.shape[1]):
+        without, _ = render_occlusion(np.random.default_rng(meta["seed"]), *args, noise=meta["noise"], leave_out=j)
+        for t in np.flatnonzero(memory_frames(visible, window)):
+            if shows[t, j] and shows[max(0, t - window) : t, j].sum() < 2:  # ball j is why t is flagged
+                out[t] |= full[t] != without[t]
+    return out
