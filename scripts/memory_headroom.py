@@ -33,6 +33,9 @@ def main() -> None:
     window, perfect = [], []
     for path in sorted(Path(a.data).glob("*.mp4")):
         meta = json.loads(path.with_suffix(".json").read_text())
+        if "seed" not in meta:
+            raise SystemExit(f"{path.with_suffix('.json')}: no seed in the ground truth; write the videos again "
+                             "with this version's make-data --scene occlusion")
         size = meta["size"]
         x = torch.from_numpy(read_frames(path, (size, size), 1, resize="crop")).float() / 255
         ball = memory_pixels(meta)

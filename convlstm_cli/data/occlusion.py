@@ -10,9 +10,9 @@ from the last few frames cannot know when and where a ball comes back; one that 
 Ground truth beside every ``occlusion_0000.mp4``: ``occlusion_0000.json`` with, per frame,
 
 - ``visible``: for each ball, the visible share of its disc (0 hidden … 1 in full view);
-- ``memory``: the frame needs memory — some ball shows in it, but in the ``window`` frames before
-  it not one pixel of that ball showed in more than one (so a window of that length can know neither
-  where it is going nor, often, that it exists), while it had been in full view before that. A ball
+- ``memory``: the frame needs memory — some ball shows in it, but showed (a sliver counts) in at
+  most one of the ``window`` frames before it (so a window of that length can know neither where it
+  is going nor, often, that it exists), while it had been in full view before that. A ball
   comes out from behind a bar a sliver at a time, so these are the frames of its first slivers:
   once a window has seen two, it knows where the ball is and which way it moves.
 
@@ -107,13 +107,18 @@ def _move(b: Ball, size: int, margin: int) -> None:
 
 def memory_frames(visible: np.ndarray, window: int) -> np.ndarray:
     """Frames [T] that need memory (see the module docstring) from the visible shares [T, balls]."""
+    return needs_memory(visible, window).any(axis=1)
+
+
+def needs_memory(visible: np.ndarray, window: int) -> np.ndarray:
+    """Bool [T, balls]: ball j is why frame t needs memory."""
     seen, shows = visible >= VISIBLE, visible >= GLIMPSE
-    out = np.zeros(len(seen), bool)
+    out = np.zeros(seen.shape, bool)
     for t in range(len(seen)):
         # Slivers count as sightings: a window that saw a ball's edge come out knows where it is.
         recent = shows[max(0, t - window) : t].sum(axis=0)
         earlier = seen[: max(0, t - window)].any(axis=0)
-        out[t] = bool((shows[t] & (recent < 2) & earlier).any())
+        out[t] = shows[t] & (recent < 2) & earlier
     return out
 
 
@@ -163,11 +168,9 @@ def memory_pixels(meta: dict) -> np.ndarray:
     """
     args = (len(meta["visible"]), meta["size"], meta["hidden"], meta["margin"])
     full, visible = render_occlusion(np.random.default_rng(meta["seed"]), *args, noise=meta["noise"])
-    shows, window = visible >= GLIMPSE, meta["window"]
+    needs = needs_memory(visible, meta["window"])
     out = np.zeros(full.shape, bool)
     for j in range(visible.shape[1]):
         without, _ = render_occlusion(np.random.default_rng(meta["seed"]), *args, noise=meta["noise"], leave_out=j)
-        for t in np.flatnonzero(memory_frames(visible, window)):
-            if shows[t, j] and shows[max(0, t - window) : t, j].sum() < 2:  # ball j is why t is flagged
-                out[t] |= full[t] != without[t]
+        out[needs[:, j]] |= full[needs[:, j]] != without[needs[:, j]]
     return out
