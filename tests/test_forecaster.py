@@ -189,7 +189,6 @@ def test_channels_last_equals_contiguous():
     torch.testing.assert_close(each, want_each, atol=1e-5, rtol=1e-5)
 
 
-
 @pytest.mark.parametrize("every_step", [False, True])
 def test_channels_last_backward_gets_channels_last_gradients(every_step):
     """Every convolution's backward receives its gradient channels-last, so none pays a reordering
@@ -197,7 +196,9 @@ def test_channels_last_backward_gets_channels_last_gradients(every_step):
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Layouts(TorchDispatchMode):
-        seen: list = []
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[bool] = []  # this run's only (a class-level list would carry the last run's)
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if func is torch.ops.aten.convolution_backward.default and args[0].shape[1] > 1:
@@ -209,6 +210,7 @@ def test_channels_last_backward_gets_channels_last_gradients(every_step):
     with Layouts() as mode:
         pred.square().sum().backward()
     assert len(mode.seen) > 10 and all(mode.seen)
+
 
 # -- sizes ---------------------------------------------------------------------------------------------
 def test_trained_at_64_runs_at_96():
