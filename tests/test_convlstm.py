@@ -164,6 +164,48 @@ def test_gradcheck_tiny_layer_inputs_state_and_weights():
     assert torch.autograd.gradcheck(fn, (x, h0, c0, *params))
 
 
+def test_gradcheck_tiny_layer_fused_gates():
+    # Without peepholes the cell's nonlinearities run as FusedGates, with a hand-written backward.
+    torch.manual_seed(5)
+    layer = ConvLSTM(1, 2, kernel_size=3).double()
+    names = [n for n, _ in layer.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
+    x = torch.randn(1, 3, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    h0, c0 = torch.randn(2, 1, 2, 3, 3, dtype=torch.float64).unbind(0)
+
+    def fn(x, h0, c0, *ps):
+        out, (h, c) = torch.func.functional_call(layer, dict(zip(names, ps, strict=True)), (x, (h0, c0)))
+        return out, c
+
+    assert torch.autograd.gradcheck(fn, (x, h0.requires_grad_(), c0.requires_grad_(), *params))
+    assert torch.autograd.gradcheck(lambda *a: fn(*a)[0], (x, h0, c0, *params))  # only h reaches the loss
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fused_gates_equal_the_plain_equations(autocast):
+    """The fused cell (no peepholes) against the plain one (peepholes present, all zero): values and
+    every gradient, in float64, and in bf16 autocast on a channels_last layer as training runs it."""
+    torch.manual_seed(9)
+    fused = ConvLSTM(3, 8, kernel_size=3)
+    plain = ConvLSTM(3, 8, kernel_size=3, peephole=True)
+    plain.load_state_dict({**fused.state_dict(), "peephole": torch.zeros(3, 8, 1, 1)})
+    x = torch.rand(2, 5, 3, 8, 8)
+    if autocast:
+        fused, plain = (m.to(memory_format=torch.channels_last) for m in (fused, plain))
+    else:
+        fused, plain, x = fused.double(), plain.double(), x.double()
+    grads = []
+    for layer in (fused, plain):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out, (h, c) = layer(x.requires_grad_())
+        (out.square().sum() + (c * torch.linspace(-1, 1, 8).view(8, 1, 1)).sum()).backward()
+        grads.append([out, c, x.grad] + [p.grad for n, p in layer.named_parameters() if n != "peephole"])
+        x.grad = None
+    tol = {"atol": 2e-2, "rtol": 2e-2} if autocast else EXACT
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, **tol)
+
+
 def test_channels_last_equals_contiguous():
     torch.manual_seed(6)
     layer = ConvLSTM(3, 8, kernel_size=3)
