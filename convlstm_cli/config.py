@@ -19,6 +19,7 @@ import yaml
 
 from convlstm_cli import atomic
 from convlstm_cli.errors import ConfigError
+from convlstm_cli.losses import LOSSES
 from convlstm_cli.model.forecaster import ModelConfig
 
 # The sample configs ship inside the package (package data), so a regular install finds them too.
@@ -77,6 +78,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.05  # cosine decays to lr · min_lr_ratio at max_steps
     grad_clip: float = 1.0  # max global grad norm (0 disables)
     loss: str = "mse"  # mse (what PSNR scores) | charbonnier (a smooth L1; failed to fit some footage) | l1
+    hard_pixels: float = 0.0  # add the mean |error| of this share of each frame's worst pixels (0: off)
+    hard_weight: float = 0.1  # ... weighted this much against the loss (see convlstm_cli.losses)
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
     channels_last: bool = True
     # torch.compile the model; auto = on a GPU only (see device.resolve_compile)
@@ -420,6 +423,9 @@ def check(cfg: RunConfig) -> None:
         raise ConfigError(f"config key data.cache: auto, true or false, got {d.cache!r}")
     if isinstance(t.compile, str) and t.compile != "auto":
         raise ConfigError(f"config key train.compile: auto, true or false, got {t.compile!r}")
+    if not 0.0 <= t.hard_pixels <= 1.0 or t.hard_weight < 0:
+        raise ConfigError(f"config key train.hard_pixels: a share in [0, 1] (hard_weight >= 0), "
+                          f"got {t.hard_pixels} ({t.hard_weight})")
     if t.epochs is not None and t.epochs < 1:
         raise ConfigError(f"config key train.epochs: must be at least 1, got {t.epochs}")
     if not 0.0 <= d.val_fraction < 1.0:
@@ -437,7 +443,7 @@ def check(cfg: RunConfig) -> None:
 
 
 CHOICES = {
-    "train.loss": ("mse", "l1", "charbonnier"),
+    "train.loss": LOSSES,
     "train.precision": ("auto", "bf16", "fp32"),
     "train.compile_mode": COMPILE_MODES,
     "data.resize": ("crop", "pad", "stretch"),

@@ -31,12 +31,11 @@ from convlstm_cli.device import autocast, resolve_compile, resolve_device, resol
 from convlstm_cli.ema import EMA
 from convlstm_cli.errors import InputError
 from convlstm_cli.evaluate import evaluate
+from convlstm_cli.losses import make_loss
 from convlstm_cli.model.forecaster import EncoderForecaster, EveryStep
 from convlstm_cli.model.state import StreamState
 from convlstm_cli.runlog import RunLog, Throughput
 from convlstm_cli.step import make_optimizer, train_step
-
-CHARBONNIER_EPS = 1e-3
 
 
 class TrainingDiverged(InputError):
@@ -152,6 +151,7 @@ class Trainer:
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net: torch.nn.Module = EveryStep(self.model) if t.dense_loss else self.model
+        self.loss_fn = make_loss(t.loss, t.hard_pixels, t.hard_weight)
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
@@ -182,13 +182,6 @@ class Trainer:
         )
 
     # -- one optimizer step ------------------------------------------------------------------------
-    def loss_fn(self, pred: Tensor, target: Tensor) -> Tensor:
-        if self.cfg.train.loss == "l1":
-            return torch.nn.functional.l1_loss(pred, target)
-        if self.cfg.train.loss == "charbonnier":  # a smooth L1: sparse changes, no kink at zero
-            return ((pred - target).square() + CHARBONNIER_EPS**2).sqrt().mean() - CHARBONNIER_EPS
-        return torch.nn.functional.mse_loss(pred, target)
-
     def _start_chunk(self, inputs: Tensor, reset: Tensor, state: StreamState) -> StreamState:
         state = StreamState() if self.cfg.train.stateless else state.reset(reset)
         # Zeros made here, outside a compiled net: it then sees one kind of state and compiles once.

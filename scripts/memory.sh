@@ -4,10 +4,12 @@
 # says otherwise, each scored by `convlstm eval` on held-out occlusion videos: stateful streaming
 # against a stateless sliding window of 8 frames, on the frames that need memory and on the others.
 #
-#   scripts/memory.sh OUT_DIR [STEPS] [ROWS…]      (default rows: stateless d1 d2b4 d4b2; also d4x4)
+#   scripts/memory.sh OUT_DIR [STEPS] [ROWS…]      (default rows: stateless d1 d2b4 d4b2; also d4x4,
+#                                                   and stateless-hard d2b4-hard d4b2-hard)
 #
 # Every row sees STEPS × 64 frames (lanes × chunk × chunks per update) except d4x4 (4×). The rows
-# use the Charbonnier loss, as the earlier rows of this table did.
+# use the Charbonnier loss, as the earlier rows of this table did; the -hard rows add the mean
+# |error| of each frame's worst 1 % of pixels, weighted 0.1 (train.hard_pixels, train.hard_weight).
 set -euo pipefail
 out="${1:-memory}"; steps="${2:-1800}"; shift $(( $# > 2 ? 2 : $# ))
 rows=("${@:-stateless d1 d2b4 d4b2}")
@@ -30,6 +32,9 @@ for row in ${rows[*]}; do
     d2b4) run d2b4 --set train.detach_every=2 --set data.batch_size=4 ;;        # 4 lanes × 16 frames
     d4b2) run d4b2 --set train.detach_every=4 --set data.batch_size=2 ;;        # 2 lanes × 32 frames
     d4x4) run d4x4 --set train.detach_every=4 ;;                                # 8 lanes × 32: 4× compute
+    stateless-hard) run stateless-hard --stateless --set train.hard_pixels=0.01 ;;
+    d2b4-hard) run d2b4-hard --set train.detach_every=2 --set data.batch_size=4 --set train.hard_pixels=0.01 ;;
+    d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
 done
