@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convlstm_cli.data.video import write_video
+from convlstm_cli.data.video import LOSSLESS, write_video
 from convlstm_cli.errors import InputError
 
 VISIBLE = 0.3  # a ball counts as in view when this share of it is visible
@@ -151,7 +151,7 @@ def make_occlusion(out_dir, num: int = 8, frames: int = 120, size: int = 64, see
     for i, path in enumerate(paths):
         rng = np.random.default_rng([seed, i, 0x0CC])  # written beside the video: it renders again
         video, visible = render_occlusion(rng, frames, size, hidden, margin, noise=noise)
-        write_video(path, video, fps=10, crf=10)
+        write_video(path, video, fps=10, crf=LOSSLESS)
         meta = {"scene": "occlusion", "seed": [seed, i, 0x0CC], "size": size, "hidden": hidden, "margin": margin,
                 "window": window, "noise": noise,
                 "visible": np.round(visible, 3).tolist(), "memory": memory_frames(visible, window).tolist()}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convlstm_cli.data.video import write_video
+from convlstm_cli.data.video import LOSSLESS, write_video
 from convlstm_cli.errors import InputError
 
 
@@ -121,7 +121,7 @@ def make_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(paths):
         rng = np.random.default_rng([seed, i])
-        write_video(path, shapes_frames(rng, frames, size, channels), fps=fps, crf=10)
+        write_video(path, shapes_frames(rng, frames, size, channels), fps=fps, crf=LOSSLESS)
     return paths
 
 

@@ -359,6 +359,13 @@ class VideoWriter:
             self.discard()
 
 
+# The crf of generated data (`make-data`'s shapes and occlusion scenes): lossless, so a seed gives the
+# same pixels. libx264 is not deterministic here even on one thread: the same 64×64 clip encoded 8
+# times at crf 10 decoded to 3–5 different clips (up to 23 grey levels apart), which made two
+# generations of "the same" training set differ and moved trained models' scores by ~0.2 dB.
+LOSSLESS = 0
+
+
 def write_video(path, frames: np.ndarray, fps: float = 10.0, crf: int = 18, codec: str = "libx264",
                 pix_fmt: str = "yuv420p", options: dict[str, str] | None = None, faststart: bool = True) -> Path:
     """Encode a whole array of frames to a video file (H.264 mp4 by default), atomically.
