@@ -5,7 +5,7 @@
 # against a stateless sliding window of 8 frames, on the frames that need memory and on the others.
 #
 #   scripts/memory.sh OUT_DIR [STEPS] [ROWS…]      (default rows: stateless d1 d2b4 d4b2; also d4x4,
-#                                                   and stateless-hard d2b4-hard d4b2-hard)
+#                                                   and stateless-hard d1-hard d2b4-hard d4b2-hard)
 #
 # Every row sees STEPS × 64 frames (lanes × chunk × chunks per update) except d4x4 (4×). The rows
 # use the Charbonnier loss, as the earlier rows of this table did; the -hard rows add the mean
@@ -33,6 +33,7 @@ for row in ${rows[*]}; do
     d4b2) run d4b2 --set train.detach_every=4 --set data.batch_size=2 ;;        # 2 lanes × 32 frames
     d4x4) run d4x4 --set train.detach_every=4 ;;                                # 8 lanes × 32: 4× compute
     stateless-hard) run stateless-hard --stateless --set train.hard_pixels=0.01 ;;
+    d1-hard) run d1-hard --set train.hard_pixels=0.01 ;;
     d2b4-hard) run d2b4-hard --set train.detach_every=2 --set data.batch_size=4 --set train.hard_pixels=0.01 ;;
     d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
