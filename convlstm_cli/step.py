@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from convlstm_cli.model.convlstm import one_weight_gradient
 from convlstm_cli.model.state import StreamState
 
 Chunk = tuple[Tensor, Tensor, Tensor | None]  # inputs [B,T,C,H,W], targets [B,K,C,H,W], reset [B] or None
@@ -82,12 +83,13 @@ def train_step(
         skipped, and the state after the last chunk, detached.
     """
     losses = []
-    for inputs, targets, reset in chunks:
-        if start is not None:
-            state = start(inputs, reset, state)
-        with amp():
-            pred, state = net(inputs, state)
-        losses.append(loss_fn(pred.float(), targets))
+    with one_weight_gradient():  # each recurrent weight's gradient: one convolution over all steps (CPU)
+        for inputs, targets, reset in chunks:
+            if start is not None:
+                state = start(inputs, reset, state)
+            with amp():
+                pred, state = net(inputs, state)
+            losses.append(loss_fn(pred.float(), targets))
     loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

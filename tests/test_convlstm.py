@@ -3,6 +3,7 @@ autocast, memory format and shape errors. Exactness tests run in float64."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 
@@ -13,7 +14,8 @@ from torch import nn
 
 from convlstm_cli import device as dev
 from convlstm_cli.errors import InputError
-from convlstm_cli.model.convlstm import ConvLSTM
+from convlstm_cli.model import convlstm
+from convlstm_cli.model.convlstm import ConvLSTM, one_weight_gradient
 from convlstm_cli.model.reference import ReferenceConvLSTM, to_reference
 
 EXACT = {"atol": 1e-9, "rtol": 0.0}
@@ -204,6 +206,58 @@ def test_fused_gates_equal_the_plain_equations(autocast):
     tol = {"atol": 2e-2, "rtol": 2e-2} if autocast else EXACT
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, **tol)
+
+
+def graph_nodes(t: torch.Tensor, name: str) -> int:
+    """How many autograd nodes of this type the graph of t holds."""
+    seen, todo = set(), [t.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            todo.extend(n for n, _ in node.next_functions)
+    return sum(type(n).__name__ == name for n in seen)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_batched_weight_gradient_equals_per_step_autograd(autocast, shared, monkeypatch):
+    """On a CPU the recurrent weight gradient of an unroll is one convolution over all its steps
+    (`_StepWeight`); within `one_weight_gradient` over all unrolls of the block. Against the naive
+    reference (plain autograd, one weight gradient per step): every parameter's gradient, for a layer
+    run as two chunks in one graph (two unrolls, state carried with its gradient) and for an
+    input-free layer (W_h with a bias); float64, and bf16 channels_last."""
+    monkeypatch.setattr(convlstm, "BATCH_MIN_REDUCTION", 0)  # batch these small layers too
+    torch.manual_seed(10)
+    layers = ConvLSTM(3, 6, kernel_size=3), ConvLSTM(0, 6, kernel_size=3)
+    x, state0 = torch.rand(2, 5, 3, 8, 8), torch.rand(2, 2, 6, 8, 8)
+    for layer in layers:
+        ref = to_reference(layer)
+        if autocast:
+            layer, ref = (m.to(memory_format=torch.channels_last) for m in (layer, ref))
+        else:
+            layer, ref, x, state0 = layer.double(), double_reference(layer), x.double(), state0.double()
+        grads = []
+        for m in (layer, ref):
+            scope = one_weight_gradient() if shared else contextlib.nullcontext()
+            with scope, torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                if m.in_channels:
+                    out1, state = m(x[:, :3])
+                    out2, (h, c) = m(x[:, 3:], state)
+                    out = torch.cat([out1, out2], 1)
+                else:
+                    out, (h, c) = m(None, tuple(state0.unbind(0)), steps=4)
+            loss = out.square().sum() + c.sum()
+            if m is layer:  # one weight-gradient node per unroll, or one for the whole block
+                assert graph_nodes(loss, "_StepWeightBackward") == (1 if shared or not m.in_channels else 2)
+            loss.backward()
+            grads.append([p.grad for p in m.parameters()])
+        assert [n for n, _ in layer.named_parameters()] == (["conv_x.weight", "conv_x.bias", "conv_h.weight"]
+                                                            if layer.in_channels else ["conv_h.weight", "conv_h.bias"])
+        tol = {"atol": 0.05, "rtol": 0.02} if autocast else EXACT
+        for a, b in zip(*grads, strict=True):
+            assert a.abs().max() > 0
+            torch.testing.assert_close(a, b, **tol)
 
 
 def test_channels_last_equals_contiguous():
