@@ -248,8 +248,9 @@ def test_batched_weight_gradient_equals_per_step_autograd(autocast, shared, monk
                 else:
                     out, (h, c) = m(None, tuple(state0.unbind(0)), steps=4)
             loss = out.square().sum() + c.sum()
-            if m is layer:  # one weight-gradient node per unroll, or one for the whole block
-                assert graph_nodes(loss, "_StepWeightBackward") == (1 if shared or not m.in_channels else 2)
+            if m is layer:  # a weight-gradient node per unroll, or per weight for the whole block (W_x too)
+                assert graph_nodes(loss, "_StepWeightBackward") == (2 if m.in_channels else 1)
+                assert graph_nodes(loss, "_StepConvBackward") == (5 + 2 * shared if m.in_channels else 4)
             loss.backward()
             grads.append([p.grad for p in m.parameters()])
         assert [n for n, _ in layer.named_parameters()] == (["conv_x.weight", "conv_x.bias", "conv_h.weight"]

@@ -127,7 +127,8 @@ class _StepWeight(torch.autograd.Function):
     Per step, W_h's gradient is a convolution over B images only; the matrix units of a CPU (AMX)
     run such small products far below their peak, and the weight gradient was the slowest part of a
     training step. The sum over steps of those gradients is one convolution over all T·B images.
-    Autograd runs this node after every step's backward (they all depend on it).
+    Autograd runs this node after every step's backward (they all depend on it). The same holds for
+    W_x when a model calls a layer once per frame (a forecast that feeds its predictions back in).
     """
 
     @staticmethod
@@ -195,18 +196,19 @@ def one_weight_gradient():
         _SHARED.convs = outer
 
 
-def batched_weight_grad(conv: nn.Conv2d):
-    """W_h * H for the steps of one unroll, as `conv` computes it, with its weight gradient taken once
-    over all steps (`_StepWeight`), or `conv` itself where that does not apply: torch.compile and
-    tracing (they see plain modules), no gradient wanted, not a CPU (measured there only), or a short
-    reduction (`BATCH_MIN_REDUCTION`)."""
+def batched_weight_grad(conv: nn.Conv2d, scoped_only: bool = False):
+    """`conv` for the steps of one unroll (or, within `one_weight_gradient`, of every call of the
+    block), with its weight gradient taken once over all of them (`_StepWeight`); or `conv` itself
+    where that does not apply: torch.compile and tracing (they see plain modules), no gradient
+    wanted, not a CPU (measured there only), a short reduction (`BATCH_MIN_REDUCTION`), or
+    `scoped_only` (W_x: one call's frames are already one batch) outside a block."""
     w = conv.weight
+    shared = getattr(_SHARED, "convs", None)
     if (not (torch.is_grad_enabled() and w.requires_grad) or w.device.type != "cpu"
-            or w[0].numel() < BATCH_MIN_REDUCTION
+            or w[0].numel() < BATCH_MIN_REDUCTION or (scoped_only and shared is None)
             or torch.compiler.is_compiling() or torch.jit.is_tracing()):
         return conv
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else w.dtype
-    shared = getattr(_SHARED, "convs", None)
     if shared is not None and (conv, dtype) in shared:
         w, pairs = shared[conv, dtype]
     else:
@@ -272,7 +274,7 @@ class ConvLSTM(nn.Module):
 
     def input_gates(self, x: Tensor) -> Tensor:
         """W_x * X_t + b for all frames at once: [B, T, C_in, H, W] → [B, T, 4·C_h, H, W]."""
-        return per_frame(self.conv_x, x)
+        return per_frame(batched_weight_grad(self.conv_x, scoped_only=True), x)
 
     def gate_steps(self, x: Tensor) -> tuple[Tensor, ...]:
         """`input_gates` as one [B, 4·C_h, H, W] tensor per step: views unbound along T of the time-major
