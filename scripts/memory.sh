@@ -7,6 +7,8 @@
 #   scripts/memory.sh OUT_DIR [STEPS] [ROWS…]      (default rows: stateless d1 d2b4 d4b2; also d4x4,
 #                                                   and stateless-hard d1-hard d2b4-hard d4b2-hard)
 #
+# TRAIN_VIDEOS (default 24) sets how many training videos make-data writes (the same 8 test videos).
+#
 # Every row sees STEPS × 64 frames (lanes × chunk × chunks per update) except d4x4 (4×). The rows
 # use the Charbonnier loss, as the earlier rows of this table did; the -hard rows add the mean
 # |error| of each frame's worst 1 % of pixels, weighted 0.1 (train.hard_pixels, train.hard_weight).
@@ -14,7 +16,7 @@ set -euo pipefail
 out="${1:-memory}"; steps="${2:-1800}"; shift $(( $# > 2 ? 2 : $# ))
 rows=("${@:-stateless d1 d2b4 d4b2}")
 mkdir -p "$out"
-[ -d "$out/train" ] || python -m convlstm_cli make-data "$out/train" --scene occlusion --num 24 --frames 120 --hidden 16 --seed 0
+[ -d "$out/train" ] || python -m convlstm_cli make-data "$out/train" --scene occlusion --num "${TRAIN_VIDEOS:-24}" --frames 120 --hidden 16 --seed 0
 [ -d "$out/test" ] || python -m convlstm_cli make-data "$out/test" --scene occlusion --num 8 --frames 160 --hidden 16 --seed 1
 run() {  # NAME [train flags]
   local name="$1"; shift
