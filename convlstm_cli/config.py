@@ -87,6 +87,7 @@ class TrainConfig:
     # torch.compile mode; "reduce-overhead" also replays each step as CUDA graphs (cuda only)
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune-no-cudagraphs
     detach_every: int = 1  # TBPTT: detach the carried state every N chunks (backprop through N chunks)
+    detach_schedule: str = ""  # curriculum of truncation lengths: "2@600,4@900" = every 2 chunks from step 600, 4 from 900
     dense_loss: bool = True  # also supervise the one-step prediction from every frame of a chunk
     ema: float = 0.995  # keep an average of the weights with this decay (0: off) for validation and predict
     stateless: bool = False  # reset the state every chunk (for comparison with stateful training)
@@ -383,6 +384,31 @@ def _nest(dotted: str, value: Any) -> dict:
     return out
 
 
+def detach_schedule(t: TrainConfig) -> list[tuple[int, int]]:
+    """`train.detach_schedule` as (first step, chunks per step) pairs, step 0 first (`train.detach_every`).
+
+    Raises:
+        ConfigError: not a comma-separated list of N@STEP with N ≥ 1 and increasing steps ≥ 1.
+    """
+    out = [(0, t.detach_every)]
+    for item in filter(None, (x.strip() for x in t.detach_schedule.split(","))):
+        every, _, step = item.partition("@")
+        try:
+            pair = (int(step), int(every))
+        except ValueError:
+            pair = (0, 0)
+        if pair[1] < 1 or pair[0] <= out[-1][0]:
+            raise ConfigError(f"config key train.detach_schedule: expected N@STEP items with N >= 1 and increasing "
+                              f"steps >= 1, e.g. 2@600,4@900; got {t.detach_schedule!r}")
+        out.append(pair)
+    return out
+
+
+def detach_every_at(schedule: list[tuple[int, int]], step: int) -> int:
+    """Chunks per optimizer step at `step` (0-based) under a `detach_schedule`."""
+    return next(every for first, every in reversed(schedule) if step >= first)
+
+
 def check(cfg: RunConfig) -> None:
     """Range and consistency checks; the model's input channels follow data.channels."""
     m, d, t = cfg.model, cfg.data, cfg.train
@@ -408,6 +434,7 @@ def check(cfg: RunConfig) -> None:
         if k < 1 or k % 2 == 0:
             raise ConfigError(f"config key model.kernel_size: odd sizes per level needed, got {m.kernel_size}")
     _check_choices(cfg)
+    detach_schedule(t)
     if not 0.0 <= t.ema < 1.0:
         raise ConfigError(f"config key train.ema: a decay in [0, 1), got {t.ema}")
     for key, v in (("data.augment.zoom", d.augment.zoom - 1), ("train.patience", t.patience),

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from convlstm_cli import checkpoint, distributed
-from convlstm_cli.config import RunConfig, to_dict
+from convlstm_cli.config import RunConfig, detach_every_at, detach_schedule, to_dict
 from convlstm_cli.curves import plot_curves
 from convlstm_cli.data.view import Augment
 from convlstm_cli.device import autocast, resolve_compile, resolve_device, resolve_precision, to_unit
@@ -191,7 +191,8 @@ class Trainer:
         return state
 
     def step(self, batches: list) -> Tensor:
-        """One optimizer step over consecutive chunks (`train.detach_every` of them, the TBPTT window).
+        """One optimizer step over consecutive chunks (`train.detach_every` of them, or as
+        `train.detach_schedule` says at this step: the TBPTT window).
 
         Each chunk starts from the carried state (lanes reset where the streamer says so); see
         `convlstm_cli.step.train_step`. An update whose loss or gradient is not finite is skipped.
@@ -339,16 +340,16 @@ class Trainer:
     def _loop(self, stop: StopFlag) -> tuple[dict | None, bool]:
         """The steps of `run`; (the last validation, whether a stop signal ended it)."""
         t, info, d = self.cfg.train, self.info, self.cfg.data
-        frames_per_step = d.batch_size * d.context * t.detach_every * info.world_size
+        schedule = detach_schedule(t)  # a curriculum of truncation lengths, or detach_every throughout
         self.speed, last_eval = Throughput(), None
         stream = iter(self.streamer)
         while self.step_count < t.max_steps:
-            batches = [next(stream) for _ in range(t.detach_every)]
+            batches = [next(stream) for _ in range(detach_every_at(schedule, self.step_count))]
             self.epoch = batches[-1].epoch
             if t.epochs is not None and batches[0].epoch >= t.epochs:
                 break
             self.step(batches)
-            self.speed.add(frames_per_step)
+            self.speed.add(d.batch_size * d.context * len(batches) * info.world_size)
             self.report_problems()
             s = self.step_count
             if s % t.log_every == 0 or s == t.max_steps:

@@ -5,7 +5,8 @@
 # against a stateless sliding window of 8 frames, on the frames that need memory and on the others.
 #
 #   scripts/memory.sh OUT_DIR [STEPS] [ROWS…]      (default rows: stateless d1 d2b4 d4b2; also d4x4,
-#                                                   and stateless-hard d1-hard d2b4-hard d4b2-hard)
+#                                                   stateless-hard d1-hard d2b4-hard d4b2-hard, and
+#                                                   the curricula c14 c124, stateless-wide d1-wide)
 #
 # TRAIN_VIDEOS (default 24) sets how many training videos make-data writes (the same 8 test videos).
 #
@@ -21,7 +22,7 @@ mkdir -p "$out"
 run() {  # NAME [train flags]
   local name="$1"; shift
   local start=$(date +%s)
-  python -m convlstm_cli train "$out/train" --config quickstart --out "$out/$name" --max-steps "$steps" \
+  python -m convlstm_cli train "$out/train" --config quickstart --out "$out/$name" --max-steps "${MAX_STEPS:-$steps}" \
     --set train.eval_every=200 --set train.tensorboard=false \
     --set train.loss=charbonnier --set data.cache=true "$@" > "$out/$name.log" 2>&1
   echo "$name: $(( $(date +%s) - start )) s"
@@ -37,6 +38,12 @@ for row in ${rows[*]}; do
     stateless-hard) run stateless-hard --stateless --set train.hard_pixels=0.01 ;;
     d1-hard) run d1-hard --set train.hard_pixels=0.01 ;;
     d2b4-hard) run d2b4-hard --set train.detach_every=2 --set data.batch_size=4 --set train.hard_pixels=0.01 ;;
+    # curricula of truncation lengths on 8 lanes, the same frames: fewer, longer steps at the end
+    c14) MAX_STEPS=$(( steps * 5 / 8 )) run c14 --set train.detach_schedule=4@$(( steps / 2 )) ;;   # half 1, half 4
+    c124) MAX_STEPS=$(( steps * 7 / 12 )) run c124 --set train.detach_schedule=2@$(( steps / 3 )),4@$(( steps / 2 )) ;;
+    # twice the channels per level (four times the state's compute), the same frames
+    stateless-wide) run stateless-wide --stateless --set model.hidden_channels=32,64 ;;
+    d1-wide) run d1-wide --set model.hidden_channels=32,64 ;;
     d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac

@@ -379,6 +379,41 @@ def test_detach_every_two_backpropagates_through_both_chunks(videos, tmp_path):
     assert tr.step_count == 3 and not tr.state[0][0].requires_grad
 
 
+def test_detach_schedule_grows_the_truncation_window_at_its_steps(videos, tmp_path):
+    from convlstm_cli.trainer import StopFlag
+
+    tr = make_trainer(videos, tmp_path, "train.detach_schedule=2@2,3@3", "train.max_steps=4")
+    seen = []
+    net = tr.net
+
+    def spy(x, state):
+        seen.append(state.initialized and state[0][0].requires_grad)
+        return net(x, state)
+
+    tr.net = spy
+    try:
+        tr._loop(StopFlag())
+    finally:
+        tr.streamer.close()
+    # Steps 0 and 1 one chunk each, step 2 two, step 3 three; a live state only inside a step.
+    assert seen == [False, False, False, True, False, True, True]
+    assert tr.step_count == 4
+
+
+@pytest.mark.parametrize("text", ["4@0", "x", "2@5,3@5", "0@4", "2@9,3@4", "2"])
+def test_detach_schedule_rejects_what_is_not_a_curriculum(text):
+    with pytest.raises(ConfigError, match="train.detach_schedule"):
+        load_config(None, [f"train.detach_schedule={text}"])
+
+
+def test_detach_every_at_follows_the_schedule():
+    from convlstm_cli.config import TrainConfig, detach_every_at, detach_schedule
+
+    schedule = detach_schedule(TrainConfig(detach_every=1, detach_schedule="2@600, 4@900"))
+    assert schedule == [(0, 1), (600, 2), (900, 4)]
+    assert [detach_every_at(schedule, s) for s in (0, 599, 600, 899, 900, 5000)] == [1, 1, 2, 2, 4, 4]
+
+
 def test_default_yaml_lists_every_key_with_its_default():
     from convlstm_cli.config import RunConfig, flatten, to_dict
 
