@@ -337,6 +337,19 @@ def record_states(tr):
     return seen
 
 
+def record_live_states(tr):
+    """Wrap the network so every call records whether its state is still attached to a graph."""
+    seen = []
+    net = tr.net
+
+    def spy(x, state):
+        seen.append(state.initialized and state[0][0].requires_grad)
+        return net(x, state)
+
+    tr.net = spy
+    return seen
+
+
 @pytest.mark.parametrize("stateless", [False, True])
 def test_state_is_carried_reset_per_lane_or_dropped(videos, tmp_path, stateless):
     tr = make_trainer(videos, tmp_path, f"train.stateless={str(stateless).lower()}", "data.batch_size=3")
@@ -362,14 +375,7 @@ def test_state_is_carried_reset_per_lane_or_dropped(videos, tmp_path, stateless)
 
 def test_detach_every_two_backpropagates_through_both_chunks(videos, tmp_path):
     tr = make_trainer(videos, tmp_path, "train.detach_every=2", "data.batch_size=2")
-    seen = []
-    net = tr.net
-
-    def spy(x, state):
-        seen.append(state.initialized and state[0][0].requires_grad)
-        return net(x, state)
-
-    tr.net = spy
+    seen = record_live_states(tr)
     stream = iter(tr.streamer)
     for _ in range(3):  # three optimizer steps, six chunks, no "backward a second time" error
         tr.step([next(stream), next(stream)])
@@ -383,14 +389,7 @@ def test_detach_schedule_grows_the_truncation_window_at_its_steps(videos, tmp_pa
     from convlstm_cli.trainer import StopFlag
 
     tr = make_trainer(videos, tmp_path, "train.detach_schedule=2@2,3@3", "train.max_steps=4")
-    seen = []
-    net = tr.net
-
-    def spy(x, state):
-        seen.append(state.initialized and state[0][0].requires_grad)
-        return net(x, state)
-
-    tr.net = spy
+    seen = record_live_states(tr)
     try:
         tr._loop(StopFlag())
     finally:
