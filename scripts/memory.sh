@@ -6,7 +6,8 @@
 #
 #   scripts/memory.sh OUT_DIR [STEPS] [ROWS…]      (default rows: stateless d1 d2b4 d4b2; also d4x4,
 #                                                   stateless-hard d1-hard d2b4-hard d4b2-hard, and
-#                                                   the curricula c14 c124, stateless-wide d1-wide)
+#                                                   the curricula c14 c124, stateless-wide d1-wide,
+#                                                   d1-h16 stateless-h16)
 #
 # TRAIN_VIDEOS (default 24) sets how many training videos make-data writes (the same 8 test videos).
 #
@@ -44,6 +45,9 @@ for row in ${rows[*]}; do
     # twice the channels per level (four times the state's compute), the same frames
     stateless-wide) run stateless-wide --stateless --set model.hidden_channels=32,64 ;;
     d1-wide) run d1-wide --set model.hidden_channels=32,64 ;;
+    # forecast 16 frames after each chunk (quickstart: 3): the chunk's last state must hold a hidden ball
+    d1-h16) run d1-h16 --set model.horizon=16 ;;
+    stateless-h16) run stateless-h16 --stateless --set model.horizon=16 ;;
     d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
