@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from convlstm_cli import atomic
+from convlstm_cli.blackout import FILLS, REGIONS
 from convlstm_cli.errors import ConfigError
 from convlstm_cli.losses import LOSSES
 from convlstm_cli.model.forecaster import ModelConfig
@@ -88,6 +89,9 @@ class TrainConfig:
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune-no-cudagraphs
     detach_every: int = 1  # TBPTT: detach the carried state every N chunks (backprop through N chunks)
     detach_schedule: str = ""  # curriculum of truncation lengths: "2@600,4@900" = every 2 chunks from step 600, 4 from 900
+    blackout: float = 0.0  # observation dropout: share of lanes per chunk whose later input frames are hidden
+    blackout_region: str = "frame"  # frame | band (a vertical band of the frame; see convlstm_cli.blackout)
+    blackout_fill: str = "freeze"  # freeze (the lane's last shown frame) | noise
     dense_loss: bool = True  # also supervise the one-step prediction from every frame of a chunk
     ema: float = 0.995  # keep an average of the weights with this decay (0: off) for validation and predict
     stateless: bool = False  # reset the state every chunk (for comparison with stateful training)
@@ -453,6 +457,10 @@ def check(cfg: RunConfig) -> None:
     if not 0.0 <= t.hard_pixels <= 1.0 or t.hard_weight < 0:
         raise ConfigError(f"config key train.hard_pixels: a share in [0, 1] (hard_weight >= 0), "
                           f"got {t.hard_pixels} ({t.hard_weight})")
+    if not 0.0 <= t.blackout <= 1.0 or t.blackout_region not in REGIONS or t.blackout_fill not in FILLS:
+        raise ConfigError(f"config key train.blackout: a share in [0, 1], train.blackout_region one of "
+                          f"{', '.join(REGIONS)} and train.blackout_fill one of {', '.join(FILLS)}; got "
+                          f"{t.blackout}, {t.blackout_region!r} and {t.blackout_fill!r}")
     if t.epochs is not None and t.epochs < 1:
         raise ConfigError(f"config key train.epochs: must be at least 1, got {t.epochs}")
     if not 0.0 <= d.val_fraction < 1.0:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from convlstm_cli import checkpoint, distributed
+from convlstm_cli.blackout import blackout
 from convlstm_cli.config import RunConfig, detach_every_at, detach_schedule, to_dict
 from convlstm_cli.curves import plot_curves
 from convlstm_cli.data.view import Augment
@@ -205,6 +206,9 @@ class Trainer:
             inputs, targets = to_unit(batch.inputs, self.device), to_unit(batch.targets, self.device)
             if self.cfg.train.dense_loss:  # frames 1 … T−1 one step ahead, then the forecast
                 targets = torch.cat([inputs[:, 1:], targets], dim=1)
+            t = self.cfg.train  # observation dropout hides inputs only, after the targets are taken
+            key = (t.seed, self.info.rank, self.step_count, len(chunks))
+            inputs = blackout(inputs, t.blackout, t.blackout_region, key, t.blackout_fill)
             chunks.append((inputs, targets, batch.reset))
         loss, bad, self.state = train_step(
             self.net, self.optimizer, chunks, self.state, params=list(self.model.parameters()), fused=self.fused,

@@ -7,7 +7,8 @@
 #   scripts/memory.sh OUT_DIR [STEPS] [ROWS…]      (default rows: stateless d1 d2b4 d4b2; also d4x4,
 #                                                   stateless-hard d1-hard d2b4-hard d4b2-hard, and
 #                                                   the curricula c14 c124, stateless-wide d1-wide,
-#                                                   d1-h16 stateless-h16)
+#                                                   d1-h16 stateless-h16, and observation dropout
+#                                                   d1-freeze d1-band-freeze d1-noise d1-band-noise)
 #
 # TRAIN_VIDEOS (default 24) sets how many training videos make-data writes (the same 8 test videos).
 #
@@ -48,6 +49,13 @@ for row in ${rows[*]}; do
     # forecast 16 frames after each chunk (quickstart: 3): the chunk's last state must hold a hidden ball
     d1-h16) run d1-h16 --set model.horizon=16 ;;
     stateless-h16) run stateless-h16 --stateless --set model.horizon=16 ;;
+    # observation dropout: hide the rest of a chunk's input from a random frame on, in a share of lanes
+    # (fill: the lane's last shown frame; the -noise rows fill with noise)
+    d1-freeze) run d1-freeze --set train.blackout=0.25 ;;
+    stateless-freeze) run stateless-freeze --stateless --set train.blackout=0.25 ;;
+    d1-band-freeze) run d1-band-freeze --set train.blackout=0.5 --set train.blackout_region=band ;;
+    d1-noise) run d1-noise --set train.blackout=0.25 --set train.blackout_fill=noise ;;
+    d1-band-noise) run d1-band-noise --set train.blackout=0.5 --set train.blackout_region=band --set train.blackout_fill=noise ;;
     d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac

@@ -177,6 +177,8 @@ def test_no_usable_video_is_one_clear_error(tmp_path):
         ("modle.horizon=3", "did you mean model"),
         ("train.max_steps=many", "train.max_steps: expected an integer"),
         ("data.size=30", "divisible"),
+        ("train.blackout=1.5", "train.blackout: a share in [0, 1]"),
+        ("train.blackout_region=side", "one of frame, band"),
     ],
 )
 def test_config_errors_are_clear(videos, tmp_path, setting, message):
@@ -419,3 +421,26 @@ def test_default_yaml_lists_every_key_with_its_default():
     listed, defaults = flatten(to_dict(load_config("default"))), flatten(to_dict(RunConfig()))
     assert set(listed) == set(defaults)
     assert {k: v for k, v in listed.items() if defaults[k] != v} == {}
+
+
+def test_blackout_hides_inputs_and_never_targets(videos, tmp_path):
+    tr = make_trainer(videos, tmp_path, "train.blackout=1.0")
+    fed, scored = [], []
+    net, loss_fn = tr.net, tr.loss_fn
+
+    def spy(x, state):
+        fed.append(x.detach().clone())
+        return net(x, state)
+
+    tr.net = spy
+    tr.loss_fn = lambda pred, target: (scored.append(target.clone()), loss_fn(pred, target))[1]
+    stream = iter(tr.streamer)
+    for _ in range(3):
+        tr.step([next(stream)])
+    tr.streamer.close()
+    for x, y in zip(fed, scored):
+        seen = (x[:, 1:] == y[:, : x.shape[1] - 1]).flatten(2).all(-1)  # [B, T-1]: frame t+1 as it was
+        # Every lane shows its first two frames (frame 0 is checked through frame 1's target) and
+        # then hides the rest of the chunk from one frame on; the targets are the true frames.
+        assert seen[:, 0].all() and not seen[:, -1].any()
+        assert (seen.int().diff(dim=1) <= 0).all()

@@ -1,0 +1,76 @@
+"""Observation dropout (`train.blackout`): hide the rest of some chunks' input frames, never the targets.
+
+A model that sees every frame can predict the next one from the last few; nothing asks its state to
+carry what it no longer sees, and a ball behind an occluder is a few returning pixels of one frame in
+fifteen, which the loss barely sees (README, Memory). Hiding the input from a random frame of a chunk
+on, in a share of the lanes, asks it of every moving object of every video: the dense loss still
+scores each one-step prediction against the true frame, so the model has to roll what it saw forward
+in its state. This is the observation dropout of Freeman, Metz & Ha (2019, "Learning to predict
+without looking ahead"). What stands in for the hidden pixels (``fill``):
+
+- ``freeze`` (default): the last frame the lane showed, as if the camera (or, with a band, that
+  part of it) froze. The model predicts the change from its last input frame
+  (`model.skip_last_frame`), so a frozen input leaves it a sane start, copy-last of what it saw,
+  and the targets still move: what moves on is the state's to carry.
+- ``noise``: uniform in [0, 1] per pixel and frame, like nothing a camera shows. With
+  `skip_last_frame` the model must then cancel the noise it is given, pixel by pixel (measured:
+  it cost 1–3 dB everywhere, README Memory).
+
+With ``region="band"`` only a vertical band of random place and width (a fifth to a half of the
+frame) is hidden, an occluder whose targets still show what is behind it.
+
+The draw depends only on (seed, rank, step, chunk): a resumed run hides the same frames, with no state
+to save.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+REGIONS = ("frame", "band")
+FILLS = ("freeze", "noise")
+FIRST_HIDDEN = 2  # a chunk's first two frames stay in view: even a stateless model knows where things go
+
+
+def blackout_mask(shape: torch.Size, rate: float, region: str, generator: torch.Generator) -> Tensor:
+    """Bool [B, T, 1, H, W]: True where an input pixel is hidden.
+
+    In each lane, with probability `rate`, frames from a random one in [FIRST_HIDDEN, T) to the
+    chunk's end are hidden: whole, or (band) in a vertical band drawn per lane.
+    """
+    b, t, _, h, w = shape
+    lanes = torch.rand(b, generator=generator) < rate
+    first = torch.randint(FIRST_HIDDEN, max(t, FIRST_HIDDEN + 1), (b,), generator=generator)
+    frames = lanes[:, None] & (torch.arange(t)[None] >= first[:, None])  # [B, T]
+    cols = torch.ones(b, w, dtype=torch.bool)
+    if region == "band":
+        width = (torch.rand(b, generator=generator) * 0.3 + 0.2) * w
+        x0 = torch.rand(b, generator=generator) * (w - width)
+        x = torch.arange(w)[None] + 0.5
+        cols = (x >= x0[:, None]) & (x < (x0 + width)[:, None])  # [B, W]
+    return frames[:, :, None, None, None] & cols[:, None, None, None, :].expand(b, 1, 1, h, w)
+
+
+def _seed(key: tuple[int, ...]) -> int:
+    out = 0
+    for k in key:
+        out = (out * 1_000_003 + k) % 2**62
+    return out
+
+
+def blackout(inputs: Tensor, rate: float, region: str, key: tuple[int, ...], fill: str = "freeze") -> Tensor:
+    """`inputs` [B, T, C, H, W] in [0, 1] with hidden pixels filled as `fill` says (see the module).
+
+    key: what the draw depends on, e.g. (seed, rank, step, chunk within the step).
+    """
+    if rate <= 0:
+        return inputs
+    g = torch.Generator().manual_seed(_seed(key))
+    mask = blackout_mask(inputs.shape, rate, region, g)
+    if fill == "noise":
+        stand_in = torch.rand(inputs.shape, generator=g).to(inputs.device, inputs.dtype)
+    else:  # the lane's last shown frame: hidden frames are a suffix, so it is frame (shown − 1)
+        last = mask.flatten(2).any(-1).logical_not().sum(1) - 1  # [B]
+        stand_in = inputs[torch.arange(len(last)), last.to(inputs.device)][:, None]
+    return torch.where(mask.to(inputs.device), stand_in, inputs)
