@@ -2,8 +2,9 @@
 
 A model that sees every frame can predict the next one from the last few; nothing asks its state to
 carry what it no longer sees, and a ball behind an occluder is a few returning pixels of one frame in
-fifteen, which the loss barely sees (README, Memory). Hiding the input from a random frame of a chunk
-on, in a share of the lanes, asks it of every moving object of every video: the dense loss still
+fifteen, which the loss barely sees (README, Memory). Hiding the input from a random frame of a training
+step's window on (its chunks in a row: with `train.detach_every` > 1 a hidden span crosses from one
+chunk into the next, within the gradient's reach), in a share of the lanes, asks it of every moving object of every video: the dense loss still
 scores each one-step prediction against the true frame, so the model has to roll what it saw forward
 in its state. This is the observation dropout of Freeman, Metz & Ha (2019, "Learning to predict
 without looking ahead"). What stands in for the hidden pixels (``fill``):
@@ -19,8 +20,8 @@ without looking ahead"). What stands in for the hidden pixels (``fill``):
 With ``region="band"`` only a vertical band of random place and width (a fifth to a half of the
 frame) is hidden, an occluder whose targets still show what is behind it.
 
-The draw depends only on (seed, rank, step, chunk): a resumed run hides the same frames, with no state
-to save.
+The draw depends only on (seed, rank, step): a resumed run hides the same frames, with no state to
+save.
 """
 
 from __future__ import annotations
@@ -33,14 +34,18 @@ FILLS = ("freeze", "noise")
 FIRST_HIDDEN = 2  # a chunk's first two frames stay in view: even a stateless model knows where things go
 
 
-def blackout_mask(shape: torch.Size, rate: float, region: str, generator: torch.Generator) -> Tensor:
+def blackout_mask(shape: torch.Size, rate: float, region: str, generator: torch.Generator,
+                  exempt: Tensor | None = None) -> Tensor:
     """Bool [B, T, 1, H, W]: True where an input pixel is hidden.
 
     In each lane, with probability `rate`, frames from a random one in [FIRST_HIDDEN, T) to the
-    chunk's end are hidden: whole, or (band) in a vertical band drawn per lane.
+    window's end are hidden: whole, or (band) in a vertical band drawn per lane. Lanes where
+    `exempt` [B] is True hide nothing (the draw is the same).
     """
     b, t, _, h, w = shape
     lanes = torch.rand(b, generator=generator) < rate
+    if exempt is not None:
+        lanes &= ~exempt.cpu()
     first = torch.randint(FIRST_HIDDEN, max(t, FIRST_HIDDEN + 1), (b,), generator=generator)
     frames = lanes[:, None] & (torch.arange(t)[None] >= first[:, None])  # [B, T]
     cols = torch.ones(b, w, dtype=torch.bool)
@@ -59,15 +64,17 @@ def _seed(key: tuple[int, ...]) -> int:
     return out
 
 
-def blackout(inputs: Tensor, rate: float, region: str, key: tuple[int, ...], fill: str = "freeze") -> Tensor:
+def blackout(inputs: Tensor, rate: float, region: str, key: tuple[int, ...], fill: str = "freeze",
+             exempt: Tensor | None = None) -> Tensor:
     """`inputs` [B, T, C, H, W] in [0, 1] with hidden pixels filled as `fill` says (see the module).
 
-    key: what the draw depends on, e.g. (seed, rank, step, chunk within the step).
+    key: what the draw depends on, e.g. (seed, rank, step).
+    exempt: bool [B], lanes to leave in view (e.g. those that switch video within `inputs`).
     """
     if rate <= 0:
         return inputs
     g = torch.Generator().manual_seed(_seed(key))
-    mask = blackout_mask(inputs.shape, rate, region, g)
+    mask = blackout_mask(inputs.shape, rate, region, g, exempt)
     if fill == "noise":
         stand_in = torch.rand(inputs.shape, generator=g).to(inputs.device, inputs.dtype)
     else:  # the lane's last shown frame: hidden frames are a suffix, so it is frame (shown − 1)

@@ -206,10 +206,8 @@ class Trainer:
             inputs, targets = to_unit(batch.inputs, self.device), to_unit(batch.targets, self.device)
             if self.cfg.train.dense_loss:  # frames 1 … T−1 one step ahead, then the forecast
                 targets = torch.cat([inputs[:, 1:], targets], dim=1)
-            t = self.cfg.train  # observation dropout hides inputs only, after the targets are taken
-            key = (t.seed, self.info.rank, self.step_count, len(chunks))
-            inputs = blackout(inputs, t.blackout, t.blackout_region, key, t.blackout_fill)
             chunks.append((inputs, targets, batch.reset))
+        chunks = self._blackout(chunks)
         loss, bad, self.state = train_step(
             self.net, self.optimizer, chunks, self.state, params=list(self.model.parameters()), fused=self.fused,
             amp=lambda: autocast(self.device, self.precision), loss_fn=self.loss_fn,
@@ -224,6 +222,21 @@ class Trainer:
         self.loss_n += 1
         self.step_count += 1
         return loss
+
+    def _blackout(self, chunks: list) -> list:
+        """Observation dropout (`train.blackout`) over the step's chunks in a row, inputs only (the
+        targets were taken before). A lane that switches video within them is left in view."""
+        t = self.cfg.train
+        if t.blackout <= 0:
+            return chunks
+        inputs = torch.cat([x for x, _, _ in chunks], dim=1)
+        resets = [r for _, _, r in chunks[1:] if r is not None]
+        switch = torch.stack(resets).any(0) if resets else None
+        # (…, 0): the key a one-chunk step had when each chunk was drawn alone (README rows reproduce)
+        hidden = blackout(inputs, t.blackout, t.blackout_region, (t.seed, self.info.rank, self.step_count, 0),
+                          t.blackout_fill, exempt=switch)
+        per_chunk = hidden.split([x.shape[1] for x, _, _ in chunks], dim=1)
+        return [(x, y, r) for x, (_, y, r) in zip(per_chunk, chunks)]
 
     # -- checkpoints -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -8,7 +8,8 @@
 #                                                   stateless-hard d1-hard d2b4-hard d4b2-hard, and
 #                                                   the curricula c14 c124, stateless-wide d1-wide,
 #                                                   d1-h16 stateless-h16, and observation dropout
-#                                                   d1-freeze d1-band-freeze d1-noise d1-band-noise)
+#                                                   d1-freeze d1-band-freeze d1-noise d1-band-noise
+#                                                   d2b4-band-freeze)
 #
 # TRAIN_VIDEOS (default 24) sets how many training videos make-data writes (the same 8 test videos).
 #
@@ -54,6 +55,7 @@ for row in ${rows[*]}; do
     d1-freeze) run d1-freeze --set train.blackout=0.25 ;;
     stateless-freeze) run stateless-freeze --stateless --set train.blackout=0.25 ;;
     d1-band-freeze) run d1-band-freeze --set train.blackout=0.5 --set train.blackout_region=band ;;
+    d2b4-band-freeze) run d2b4-band-freeze --set train.detach_every=2 --set data.batch_size=4 --set train.blackout=0.5 --set train.blackout_region=band ;;
     d1-noise) run d1-noise --set train.blackout=0.25 --set train.blackout_fill=noise ;;
     d1-band-noise) run d1-band-noise --set train.blackout=0.5 --set train.blackout_region=band --set train.blackout_fill=noise ;;
     d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;

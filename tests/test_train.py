@@ -423,10 +423,11 @@ def test_default_yaml_lists_every_key_with_its_default():
     assert {k: v for k, v in listed.items() if defaults[k] != v} == {}
 
 
-def test_blackout_hides_inputs_and_never_targets(videos, tmp_path):
-    tr = make_trainer(videos, tmp_path, "train.blackout=1.0")
-    fed, scored = [], []
-    net, loss_fn = tr.net, tr.loss_fn
+@pytest.mark.parametrize("every", [1, 2])
+def test_blackout_hides_inputs_and_never_targets(videos, tmp_path, every):
+    tr = make_trainer(videos, tmp_path, "train.blackout=1.0", f"train.detach_every={every}", "data.batch_size=3")
+    fed, scored, resets = [], [], []
+    net, loss_fn, hide = tr.net, tr.loss_fn, tr._blackout
 
     def spy(x, state):
         fed.append(x.detach().clone())
@@ -434,13 +435,24 @@ def test_blackout_hides_inputs_and_never_targets(videos, tmp_path):
 
     tr.net = spy
     tr.loss_fn = lambda pred, target: (scored.append(target.clone()), loss_fn(pred, target))[1]
+    tr._blackout = lambda chunks: (resets.append([r for _, _, r in chunks]), hide(chunks))[1]
     stream = iter(tr.streamer)
-    for _ in range(3):
-        tr.step([next(stream)])
+    for _ in range(12):  # 6 videos of ≤ 9 chunks over 3 lanes: some lanes switch video inside a step
+        tr.step([next(stream) for _ in range(every)])
     tr.streamer.close()
-    for x, y in zip(fed, scored):
-        seen = (x[:, 1:] == y[:, : x.shape[1] - 1]).flatten(2).all(-1)  # [B, T-1]: frame t+1 as it was
-        # Every lane shows its first two frames (frame 0 is checked through frame 1's target) and
-        # then hides the rest of the chunk from one frame on; the targets are the true frames.
-        assert seen[:, 0].all() and not seen[:, -1].any()
-        assert (seen.int().diff(dim=1) <= 0).all()
+    t, crossed, exempt = fed[0].shape[1], 0, 0
+    for k in range(0, len(fed), every):
+        # Per lane, over the step's chunks in a row: was input frame j+1 the frame it should be?
+        seen = torch.cat([(x[:, 1:] == y[:, : t - 1]).flatten(2).all(-1) for x, y in
+                          zip(fed[k : k + every], scored[k : k + every])], dim=1)
+        switch = torch.stack(resets[k // every][1:]).any(0) if every > 1 else torch.zeros(3, dtype=torch.bool)
+        if every > 1:  # a later chunk's first frame is the chunk before's first forecast target (same video)
+            first = (fed[k + 1][:, 0] == scored[k][:, t - 1]).flatten(1).all(-1) | switch
+            seen = torch.cat([seen[:, : t - 1], first[:, None], seen[:, t - 1 :]], dim=1)
+        # Every lane shows its first two frames, then hides the rest of the step's window from one
+        # frame on, unless it switches video within the window; the targets are the true frames.
+        assert seen[:, 0].all() and (seen.int().diff(dim=1) <= 0).all()
+        assert (seen[:, -1] == switch).all()
+        crossed += int((~seen[~switch, t - 2]).sum())  # hidden from a frame of the first chunk on
+        exempt += int(switch.sum())
+    assert every == 1 or (crossed and exempt)  # spans crossed a chunk's end; switching lanes stayed shown
