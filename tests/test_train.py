@@ -178,7 +178,8 @@ def test_no_usable_video_is_one_clear_error(tmp_path):
         ("train.max_steps=many", "train.max_steps: expected an integer"),
         ("data.size=30", "divisible"),
         ("train.blackout=1.5", "train.blackout: a share in [0, 1]"),
-        ("train.blackout_region=side", "one of frame, band"),
+        ("train.blackout_region=side", "train.blackout_region: one of frame, band"),
+        ("train.blackout_fill=zero", "train.blackout_fill: one of freeze, noise"),
     ],
 )
 def test_config_errors_are_clear(videos, tmp_path, setting, message):
