@@ -50,10 +50,9 @@ for row in ${rows[*]}; do
     # forecast 16 frames after each chunk (quickstart: 3): the chunk's last state must hold a hidden ball
     d1-h16) run d1-h16 --set model.horizon=16 ;;
     stateless-h16) run stateless-h16 --stateless --set model.horizon=16 ;;
-    # observation dropout: hide the rest of a chunk's input from a random frame on, in a share of lanes
+    # observation dropout: hide the rest of a step's input from a random frame on, in a share of lanes
     # (fill: the lane's last shown frame; the -noise rows fill with noise)
     d1-freeze) run d1-freeze --set train.blackout=0.25 ;;
-    stateless-freeze) run stateless-freeze --stateless --set train.blackout=0.25 ;;
     d1-band-freeze) run d1-band-freeze --set train.blackout=0.5 --set train.blackout_region=band ;;
     d2b4-band-freeze) run d2b4-band-freeze --set train.detach_every=2 --set data.batch_size=4 --set train.blackout=0.5 --set train.blackout_region=band ;;
     d1-noise) run d1-noise --set train.blackout=0.25 --set train.blackout_fill=noise ;;
