@@ -1,13 +1,13 @@
-"""Observation dropout (`train.blackout`): hide the rest of some chunks' input frames, never the targets.
+"""Observation dropout (`train.blackout`): hide the rest of some lanes' input frames, never the targets.
 
 A model that sees every frame can predict the next one from the last few; nothing asks its state to
 carry what it no longer sees, and a ball behind an occluder is a few returning pixels of one frame in
-fifteen, which the loss barely sees (README, Memory). Hiding the input from a random frame of a training
-step's window on (its chunks in a row: with `train.detach_every` > 1 a hidden span crosses from one
-chunk into the next, within the gradient's reach), in a share of the lanes, asks it of every moving object of every video: the dense loss still
-scores each one-step prediction against the true frame, so the model has to roll what it saw forward
-in its state. This is the observation dropout of Freeman, Metz & Ha (2019, "Learning to predict
-without looking ahead"). What stands in for the hidden pixels (``fill``):
+fifteen, which the loss barely sees (README, Memory). Hiding the input from a random frame of a
+training step's window on (its chunks in a row: with `train.detach_every` > 1 a hidden span crosses
+from one chunk into the next, within the gradient's reach), in a share of the lanes, asks it of
+every moving object of every video: the dense loss still scores each one-step prediction against
+the true frame, so the model has to roll what it saw forward in its state. This is the observation
+dropout of Freeman, Metz & Ha (2019, "Learning to predict without looking ahead"). What stands in for the hidden pixels (``fill``):
 
 - ``freeze`` (default): the last frame the lane showed, as if the camera (or, with a band, that
   part of it) froze. The model predicts the change from its last input frame
@@ -31,7 +31,7 @@ from torch import Tensor
 
 REGIONS = ("frame", "band")
 FILLS = ("freeze", "noise")
-FIRST_HIDDEN = 2  # a chunk's first two frames stay in view: even a stateless model knows where things go
+FIRST_HIDDEN = 2  # a window's first two frames stay in view: even a stateless model knows where things go
 
 
 def blackout_mask(shape: torch.Size, rate: float, region: str, generator: torch.Generator,

@@ -89,7 +89,7 @@ class TrainConfig:
     compile_mode: str = "default"  # default | reduce-overhead | max-autotune-no-cudagraphs
     detach_every: int = 1  # TBPTT: detach the carried state every N chunks (backprop through N chunks)
     detach_schedule: str = ""  # curriculum of truncation lengths: "2@600,4@900" = every 2 chunks from step 600, 4 from 900
-    blackout: float = 0.0  # observation dropout: share of lanes per chunk whose later input frames are hidden
+    blackout: float = 0.0  # observation dropout: share of lanes per step whose later input frames are hidden
     blackout_region: str = "frame"  # frame | band (a vertical band of the frame; see convlstm_cli.blackout)
     blackout_fill: str = "freeze"  # freeze (the lane's last shown frame) | noise
     dense_loss: bool = True  # also supervise the one-step prediction from every frame of a chunk
