@@ -7,7 +7,8 @@ training step's window on (its chunks in a row: with `train.detach_every` > 1 a 
 from one chunk into the next, within the gradient's reach), in a share of the lanes, asks it of
 every moving object of every video: the dense loss still scores each one-step prediction against
 the true frame, so the model has to roll what it saw forward in its state. This is the observation
-dropout of Freeman, Metz & Ha (2019, "Learning to predict without looking ahead"). What stands in for the hidden pixels (``fill``):
+dropout of Freeman, Metz & Ha (2019, "Learning to predict without looking ahead"). What stands in
+for the hidden pixels (``fill``):
 
 - ``freeze`` (default): the last frame the lane showed, as if the camera (or, with a band, that
   part of it) froze. The model predicts the change from its last input frame
