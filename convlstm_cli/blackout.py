@@ -17,6 +17,9 @@ for the hidden pixels (``fill``):
 - ``noise``: uniform in [0, 1] per pixel and frame, like nothing a camera shows. With
   `skip_last_frame` the model must then cancel the noise it is given, pixel by pixel (measured:
   it cost 1–3 dB everywhere, README Memory).
+- ``black``: zero, a lost signal or (with a band) an occluder that is not in the targets. Unlike the
+  frozen frame it shows neither where a hidden object was nor that it is there: the state has to
+  carry both, and the targets show it moving on behind the band for up to a window.
 
 With ``region="band"`` only a vertical band of random place and width (a fifth to a half of the
 frame) is hidden, an occluder whose targets still show what is behind it.
@@ -31,7 +34,7 @@ import torch
 from torch import Tensor
 
 REGIONS = ("frame", "band")
-FILLS = ("freeze", "noise")
+FILLS = ("freeze", "noise", "black")
 FIRST_HIDDEN = 2  # a window's first two frames stay in view: even a stateless model knows where things go
 
 
@@ -78,6 +81,8 @@ def blackout(inputs: Tensor, rate: float, region: str, key: tuple[int, ...], fil
     mask = blackout_mask(inputs.shape, rate, region, g, exempt)
     if fill == "noise":
         stand_in = torch.rand(inputs.shape, generator=g).to(inputs.device, inputs.dtype)
+    elif fill == "black":
+        stand_in = inputs.new_zeros(())
     else:  # the lane's last shown frame: hidden frames are a suffix, so it is frame (shown − 1)
         last = mask.flatten(2).any(-1).logical_not().sum(1) - 1  # [B]
         stand_in = inputs[torch.arange(len(last)), last.to(inputs.device)][:, None]

@@ -91,7 +91,7 @@ class TrainConfig:
     detach_schedule: str = ""  # curriculum of truncation lengths: "2@600,4@900" = every 2 chunks from step 600, 4 from 900
     blackout: float = 0.0  # observation dropout: share of lanes per step whose later input frames are hidden
     blackout_region: str = "frame"  # frame | band (a vertical band of the frame; see convlstm_cli.blackout)
-    blackout_fill: str = "freeze"  # freeze (the lane's last shown frame) | noise
+    blackout_fill: str = "freeze"  # freeze (the lane's last shown frame) | noise | black
     dense_loss: bool = True  # also supervise the one-step prediction from every frame of a chunk
     ema: float = 0.995  # keep an average of the weights with this decay (0: off) for validation and predict
     stateless: bool = False  # reset the state every chunk (for comparison with stateful training)

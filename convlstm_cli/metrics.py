@@ -116,6 +116,18 @@ def frame_metrics(pred: Tensor, truth: Tensor) -> dict[str, Tensor]:
     return {"mse": m, "mae": mae(pred, truth), "psnr": psnr_from_mse(m), "ssim": ssim(pred, truth)}
 
 
+def change_drawn(pred: Tensor, last: Tensor, truth: Tensor, mask: Tensor) -> tuple[float, float]:
+    """How much of the true change from `last` to `truth` the prediction draws, on `mask` only.
+
+    Returns Σ (pred − last)·(truth − last) and Σ (truth − last)² over the masked pixels: their ratio
+    is 1 when the prediction draws all of the change, 0 for copy-last, negative the wrong way. Sums,
+    not the ratio, so that frames and clips add up. PSNR over a whole frame hides a few pixels (a
+    ball coming back from behind an occluder); this looks at them alone.
+    """
+    dp, dt = (_float(pred) - _float(last))[mask], (_float(truth) - _float(last))[mask]
+    return float((dp * dt).sum()), float((dt * dt).sum())
+
+
 class MetricAccumulator:
     """Per-frame metric values gathered over a stream, in compact float64 arrays (8 bytes a value).
 

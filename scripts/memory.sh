@@ -9,13 +9,16 @@
 #                                                   the curricula c14 c124, stateless-wide d1-wide,
 #                                                   d1-h16 stateless-h16, and observation dropout
 #                                                   d1-freeze d1-band-freeze d1-noise d1-band-noise
-#                                                   d2b4-band-freeze)
+#                                                   d2b4-band-freeze d1-band-black d2b4-band-black,
+#                                                   and the shipped MSE loss: stateless-mse d1-mse
+#                                                   d2b4-mse d4b2-mse d4x4-mse)
 #
 # TRAIN_VIDEOS (default 24) sets how many training videos make-data writes (the same 8 test videos).
 #
-# Every row sees STEPS × 64 frames (lanes × chunk × chunks per update) except d4x4 (4×). The rows
-# use the Charbonnier loss, as the earlier rows of this table did; the -hard rows add the mean
-# |error| of each frame's worst 1 % of pixels, weighted 0.1 (train.hard_pixels, train.hard_weight).
+# Every row sees STEPS × 64 frames (lanes × chunk × chunks per update) except d4x4 and d4x4-mse (4×).
+# The rows use the Charbonnier loss, as the earlier rows of this table did (the -mse rows: MSE, the
+# shipped default); the -hard rows add the mean |error| of each frame's worst 1 % of pixels, weighted
+# 0.1 (train.hard_pixels, train.hard_weight).
 set -euo pipefail
 out="${1:-memory}"; steps="${2:-1800}"; shift $(( $# > 2 ? 2 : $# ))
 rows=("${@:-stateless d1 d2b4 d4b2}")
@@ -55,8 +58,17 @@ for row in ${rows[*]}; do
     d1-freeze) run d1-freeze --set train.blackout=0.25 ;;
     d1-band-freeze) run d1-band-freeze --set train.blackout=0.5 --set train.blackout_region=band ;;
     d2b4-band-freeze) run d2b4-band-freeze --set train.detach_every=2 --set data.batch_size=4 --set train.blackout=0.5 --set train.blackout_region=band ;;
+    # fill: black (zero), an occluder the targets see behind: the state must carry position too
+    d1-band-black) run d1-band-black --set train.blackout=0.5 --set train.blackout_region=band --set train.blackout_fill=black ;;
+    d2b4-band-black) run d2b4-band-black --set train.detach_every=2 --set data.batch_size=4 --set train.blackout=0.5 --set train.blackout_region=band --set train.blackout_fill=black ;;
     d1-noise) run d1-noise --set train.blackout=0.25 --set train.blackout_fill=noise ;;
     d1-band-noise) run d1-band-noise --set train.blackout=0.5 --set train.blackout_region=band --set train.blackout_fill=noise ;;
+    # the shipped default loss (MSE: PSNR's own measure) instead of Charbonnier
+    stateless-mse) run stateless-mse --stateless --set train.loss=mse ;;
+    d1-mse) run d1-mse --set train.loss=mse ;;
+    d2b4-mse) run d2b4-mse --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse ;;
+    d4b2-mse) run d4b2-mse --set train.detach_every=4 --set data.batch_size=2 --set train.loss=mse ;;
+    d4x4-mse) run d4x4-mse --set train.detach_every=4 --set train.loss=mse ;;                      # 4× compute
     d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac

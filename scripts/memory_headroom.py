@@ -1,10 +1,15 @@
-"""What a perfect memory could add on the occlusion scene's memory frames.
+"""What a perfect memory could add on the occlusion scene's memory frames, and how much of it a model draws.
 
     python scripts/memory_headroom.py RUN_DIR DATA_DIR [--window 8]
 
 Runs RUN's model as a stateless sliding window over every occlusion video in DATA_DIR (the window
 mode of `convlstm eval`) and scores its memory frames twice: as predicted, and with the pixels of
 the returning balls set to the truth. The second figure is the most a state could buy there.
+
+Then, streamed with its state and as the window, the share of the returning balls' change (from
+the last frame to the next, on their pixels only; `metrics.change_drawn`) that the model draws:
+1 all of it, 0 nothing (copy-last). PSNR over a whole frame barely sees those few pixels; a model
+that carries a ball behind a bar draws more of them streamed than as a window.
 """
 
 from __future__ import annotations
@@ -19,28 +24,47 @@ import torch
 from convlstm_cli.checkpoint import load_model
 from convlstm_cli.data.occlusion import memory_pixels
 from convlstm_cli.data.video import iter_frames
-from convlstm_cli.metrics import psnr
-from convlstm_cli.predict.streaming import window_predict
+from convlstm_cli.metrics import change_drawn, psnr
+from convlstm_cli.predict.streaming import stream_predict, window_predict
 
 
-def headroom(loaded, path: Path, window: int) -> tuple[list[float], list[float]]:
-    """PSNRs of one video's memory frames: the window's prediction, and with the returning balls right."""
+def _ground_truth(path: Path) -> tuple[torch.Tensor, np.ndarray]:
     meta = json.loads(path.with_suffix(".json").read_text())
     if "seed" not in meta:
         raise SystemExit(f"{path.with_suffix('.json')}: no seed in the ground truth; write the videos again "
                          "with this version's make-data --scene occlusion")
-    d = loaded.config.data
-    ball = torch.from_numpy(memory_pixels(meta))  # [T, H, W] at the clip's size
-    memory = np.asarray(meta["memory"])
-    as_is, perfect = [], []
-    for ch in window_predict(loaded.model, iter_frames(path, d.hw(), d.channels, resize=d.resize), window):
+    return torch.from_numpy(memory_pixels(meta)), np.asarray(meta["memory"])  # [T, H, W] at the clip's size
+
+
+def _memory_frames(chunks, memory: np.ndarray):
+    """(t, last frame, prediction of frame t, frame t) for every memory frame t of a stream's chunks."""
+    for ch in chunks:
         for i in range(ch.scored(1)):
             t = ch.start + i + 1  # pred[i, 0] forecasts frame t
             if memory[t]:
-                pred, truth = ch.pred[i, 0], ch.frames[i + 1].float()
-                as_is.append(float(psnr(pred, truth)))
-                perfect.append(float(psnr(torch.where(ball[t], truth, pred), truth)))
-    return as_is, perfect
+                yield t, ch.frames[i].float(), ch.pred[i, 0], ch.frames[i + 1].float()
+
+
+def scores(loaded, path: Path, window: int) -> dict[str, list[float]]:
+    """One video's memory frames: the window's PSNRs as predicted and with the returning balls right,
+    and the drawn-change sums (numerator, denominator) streamed and as the window."""
+    d = loaded.config.data
+    ball, memory = _ground_truth(path)
+    out = {"as_is": [], "perfect": [], "stream": [0.0, 0.0], "window": [0.0, 0.0]}
+    for mode in ("window", "stream"):
+        frames = iter_frames(path, d.hw(), d.channels, resize=d.resize)
+        if mode == "window":
+            chunks = window_predict(loaded.model, frames, window)
+        else:
+            chunks = stream_predict(loaded.model, frames)
+        for t, last, pred, truth in _memory_frames(chunks, memory):
+            num, den = change_drawn(pred, last, truth, ball[t][None])
+            out[mode][0] += num
+            out[mode][1] += den
+            if mode == "window":
+                out["as_is"].append(float(psnr(pred, truth)))
+                out["perfect"].append(float(psnr(torch.where(ball[t], truth, pred), truth)))
+    return out
 
 
 def main() -> None:
@@ -48,10 +72,14 @@ def main() -> None:
     ap.add_argument("run"), ap.add_argument("data"), ap.add_argument("--window", type=int, default=8)
     a = ap.parse_args()
     loaded = load_model(Path(a.run), torch.device("cpu"))
-    pairs = [headroom(loaded, path, a.window) for path in sorted(Path(a.data).glob("*.mp4"))]
-    as_is, perfect = (np.concatenate([p[k] for p in pairs]) for k in (0, 1))
+    per_video = [scores(loaded, path, a.window) for path in sorted(Path(a.data).glob("*.mp4"))]
+    as_is, perfect = (np.concatenate([v[k] for v in per_video]) for k in ("as_is", "perfect"))
     print(f"{len(as_is)} memory frames: window of {a.window} {as_is.mean():.2f} dB; with the returning "
           f"balls' pixels right {perfect.mean():.2f} dB (+{perfect.mean() - as_is.mean():.2f})")
+    share = {m: sum(v[m][0] for v in per_video) / sum(v[m][1] for v in per_video)
+             for m in ("stream", "window")}
+    print(f"share of the returning balls' change drawn: streamed {share['stream']:.3f}, "
+          f"window of {a.window} {share['window']:.3f}")
 
 
 if __name__ == "__main__":

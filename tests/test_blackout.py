@@ -71,3 +71,13 @@ def test_freeze_fills_with_the_lane_s_last_shown_frame():
             if hidden.any():
                 last = int(hidden.int().argmax()) - 1  # the frame before the first hidden one
                 assert (y[lane][m[lane]] == 100 * lane + last).all()
+
+
+def test_black_fills_hidden_pixels_with_zero_and_keeps_the_rest():
+    x = torch.rand(16, 8, 1, 6, 10) * 0.9 + 0.1  # no pixel is zero before
+    for region in ("frame", "band"):
+        y = blackout(x, 0.5, region, (2, 0, 5, 0), "black")
+        m = blackout_mask(x.shape, 0.5, region, torch.Generator().manual_seed(_seed((2, 0, 5, 0))))
+        assert m.any() and not m.all()
+        assert torch.equal(y == 0, m)
+        assert torch.equal(y[~m], x[~m])

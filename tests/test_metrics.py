@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from convlstm_cli.metrics import MetricAccumulator, frame_metrics, mae, mse, psnr, ssim
+from convlstm_cli.metrics import MetricAccumulator, change_drawn, frame_metrics, mae, mse, psnr, ssim
 
 
 def ssim_reference(x: np.ndarray, y: np.ndarray, win: int = 11, sigma: float = 1.5) -> float:
@@ -118,3 +118,17 @@ def test_accumulator_means_and_state_dict():
     again.load_state_dict(acc.state_dict())
     assert again.means() == acc.means()
     assert math.isnan(MetricAccumulator().means()["psnr"])
+
+
+def test_change_drawn_is_the_share_of_the_true_change_on_the_mask():
+    g = torch.Generator().manual_seed(0)
+    last, truth = torch.rand(1, 6, 6, generator=g), torch.rand(1, 6, 6, generator=g)
+    mask = torch.zeros(1, 6, 6, dtype=torch.bool)
+    mask[0, 1:3, 2:5] = True
+    d = (truth - last)[mask]
+    for share in (0.0, 0.5, 1.0, -0.25):
+        anything = torch.rand(1, 6, 6, generator=g)  # off the mask the prediction does not count
+        pred = torch.where(mask, last + share * (truth - last), anything)
+        num, den = change_drawn(pred, last, truth, mask)
+        assert den == pytest.approx(float((d * d).sum()))
+        assert num / den == pytest.approx(share, abs=1e-6)
