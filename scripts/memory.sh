@@ -11,7 +11,8 @@
 #                                                   d1-freeze d1-band-freeze d1-noise d1-band-noise
 #                                                   d2b4-band-freeze d1-band-black d2b4-band-black,
 #                                                   and the shipped MSE loss: stateless-mse d1-mse
-#                                                   d2b4-mse d4b2-mse d4x4-mse)
+#                                                   d2b4-mse d4b2-mse d4x4-mse, and stateless-mse-hard
+#                                                   d1-mse-hard d2b4-mse-hard)
 #
 # TRAIN_VIDEOS (default 24) sets how many training videos make-data writes (the same 8 test videos).
 #
@@ -68,6 +69,11 @@ for row in ${rows[*]}; do
     d1-mse) run d1-mse --set train.loss=mse ;;
     d2b4-mse) run d2b4-mse --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse ;;
     d4b2-mse) run d4b2-mse --set train.detach_every=4 --set data.batch_size=2 --set train.loss=mse ;;
+    # the hard-pixel term with MSE, weighted 0.005: its share of the loss as 0.1 had with Charbonnier
+    # (whose loss ends ~23× MSE's on this data)
+    stateless-mse-hard) run stateless-mse-hard --stateless --set train.loss=mse --set train.hard_pixels=0.01 --set train.hard_weight=0.005 ;;
+    d1-mse-hard) run d1-mse-hard --set train.loss=mse --set train.hard_pixels=0.01 --set train.hard_weight=0.005 ;;
+    d2b4-mse-hard) run d2b4-mse-hard --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.hard_pixels=0.01 --set train.hard_weight=0.005 ;;
     d4x4-mse) run d4x4-mse --set train.detach_every=4 --set train.loss=mse ;;                      # 4× compute
     d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
