@@ -74,6 +74,9 @@ def main() -> None:
     loaded = load_model(Path(a.run), torch.device("cpu"))
     per_video = [scores(loaded, path, a.window) for path in sorted(Path(a.data).glob("*.mp4"))]
     as_is, perfect = (np.concatenate([v[k] for v in per_video]) for k in ("as_is", "perfect"))
+    if not len(as_is):
+        raise SystemExit(f"{a.data}: no memory frames for a window of {a.window} (make-data --scene occlusion "
+                         "writes them; try a longer --hidden or more --frames)")
     print(f"{len(as_is)} memory frames: window of {a.window} {as_is.mean():.2f} dB; with the returning "
           f"balls' pixels right {perfect.mean():.2f} dB (+{perfect.mean() - as_is.mean():.2f})")
     share = {m: sum(v[m][0] for v in per_video) / sum(v[m][1] for v in per_video)
