@@ -50,13 +50,11 @@ def scores(loaded, path: Path, window: int) -> dict[str, list[float]]:
     and the drawn-change sums (numerator, denominator) streamed and as the window."""
     d = loaded.config.data
     ball, memory = _ground_truth(path)
+    frames = list(iter_frames(path, d.hw(), d.channels, resize=d.resize))  # decoded once, run twice
+    runs = {"window": window_predict(loaded.model, frames, window),  # generators: each runs when read
+            "stream": stream_predict(loaded.model, frames)}
     out = {"as_is": [], "perfect": [], "stream": [0.0, 0.0], "window": [0.0, 0.0]}
-    for mode in ("window", "stream"):
-        frames = iter_frames(path, d.hw(), d.channels, resize=d.resize)
-        if mode == "window":
-            chunks = window_predict(loaded.model, frames, window)
-        else:
-            chunks = stream_predict(loaded.model, frames)
+    for mode, chunks in runs.items():
         for t, last, pred, truth in _memory_frames(chunks, memory):
             num, den = change_drawn(pred, last, truth, ball[t][None])
             out[mode][0] += num
@@ -75,8 +73,8 @@ def main() -> None:
     per_video = [scores(loaded, path, a.window) for path in sorted(Path(a.data).glob("*.mp4"))]
     as_is, perfect = (np.concatenate([v[k] for v in per_video]) for k in ("as_is", "perfect"))
     if not len(as_is):
-        raise SystemExit(f"{a.data}: no memory frames for a window of {a.window} (make-data --scene occlusion "
-                         "writes them; try a longer --hidden or more --frames)")
+        raise SystemExit(f"{a.data}: no memory frames for a window of {a.window} (make-data --scene "
+                         "occlusion writes them; try a longer --hidden or more --frames)")
     print(f"{len(as_is)} memory frames: window of {a.window} {as_is.mean():.2f} dB; with the returning "
           f"balls' pixels right {perfect.mean():.2f} dB (+{perfect.mean() - as_is.mean():.2f})")
     share = {m: sum(v[m][0] for v in per_video) / sum(v[m][1] for v in per_video)

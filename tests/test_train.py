@@ -179,7 +179,7 @@ def test_no_usable_video_is_one_clear_error(tmp_path):
         ("data.size=30", "divisible"),
         ("train.blackout=1.5", "train.blackout: a share in [0, 1]"),
         ("train.blackout_region=side", "train.blackout_region: one of frame, band"),
-        ("train.blackout_fill=zero", "train.blackout_fill: one of freeze, noise"),
+        ("train.blackout_fill=zero", "train.blackout_fill: one of freeze, noise, black"),
     ],
 )
 def test_config_errors_are_clear(videos, tmp_path, setting, message):
