@@ -76,6 +76,13 @@ for row in ${rows[*]}; do
     d2b4-mse-hard) run d2b4-mse-hard --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.hard_pixels=0.01 --set train.hard_weight=0.005 ;;
     d4x4-mse) run d4x4-mse --set train.detach_every=4 --set train.loss=mse ;;                      # 4× compute
     d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;
+    # the state moves with what it holds (model.advect: (h, c) warped by a flow predicted from h)
+    stateless-adv) run stateless-adv --stateless --set model.advect=true ;;
+    d1-adv) run d1-adv --set model.advect=true ;;
+    d2b4-adv) run d2b4-adv --set model.advect=true --set train.detach_every=2 --set data.batch_size=4 ;;
+    d4b2-adv) run d4b2-adv --set model.advect=true --set train.detach_every=4 --set data.batch_size=2 ;;
+    stateless-mse-adv) run stateless-mse-adv --stateless --set model.advect=true --set train.loss=mse ;;
+    d1-mse-adv) run d1-mse-adv --set model.advect=true --set train.loss=mse ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
 done

@@ -24,18 +24,24 @@ needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="the [export] extra (onnx,
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def save_run(root: Path, *overrides: str) -> Path:
     torch.manual_seed(0)
     cfg = config.load_config(None, ["model.hidden_channels=8,8", "model.stem_channels=8", "data.size=32",
-                                    "model.horizon=2"])
+                                    "model.horizon=2", *overrides])
     model = EncoderForecaster.from_config(cfg.model)
     with torch.no_grad():
         model.head.weight.normal_(std=0.3)  # predictions that depend on the state
-    root = tmp_path_factory.mktemp("run")
+        for layer in [*model.encoder, *model.forecaster]:
+            if layer.conv_flow is not None:  # an advected state that moves
+                layer.conv_flow.weight.normal_(std=0.3)
     checkpoint.save(root / "checkpoints" / "last.pt", {"model": model.state_dict(), "config": config.to_dict(cfg),
                                                        "step": 3})
     return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return save_run(tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +70,17 @@ def test_exported_model_streams_like_pytorch(exports, run_dir, clip, fmt, batch)
     r = verify(path, fmt, run_dir, clip, chunks=3, batch=batch)  # state fed back over 3 chunks
     assert r["frames"] == 12 and r["batch"] == batch
     assert r["max_abs_diff"] < 1e-5, r  # fp32 tolerance
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=needs_onnx)])
+def test_an_advected_state_exports_and_streams_like_pytorch(tmp_path, clip, fmt):
+    from convlstm_cli.export import export_model, verify
+
+    run = save_run(tmp_path / "run", "model.advect=true")  # the state warped by grid_sample each step
+    path = tmp_path / f"m.{fmt}"
+    export_model(run, fmt, path, chunk=4)
+    r = verify(path, fmt, run, clip, chunks=3, batch=2)
+    assert r["frames"] == 12 and r["max_abs_diff"] < 1e-5, r
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=needs_onnx)])

@@ -18,6 +18,18 @@ Two choices made for speed and generality:
 
 Under autocast the convolutions run in bf16, but the gate pre-activations are cast to float32 before
 the nonlinearities so the cell state C and the returned state stay float32 across long streams.
+
+Optionally (`advect`) the state moves with what it holds, before each step (after TrajGRU, Shi et
+al. 2017, whose recurrent connections follow a flow the cell predicts):
+
+    F_t = W_hF * H_{t-1}                      a displacement (dy, dx) per cell, in cells
+    H_{t-1}, C_{t-1} ← warp(H_{t-1}, F_t), warp(C_{t-1}, F_t)    (bilinear)
+
+In eqs. (3) C_t = f_t ∘ C_{t-1} + i_t ∘ g_t is pointwise: a memory can only move across the grid by
+being written out through H and back in through W_h*, one kernel radius per step, which is how a
+hidden object's position would have to travel behind an occluder. A warped C carries it along at a
+sub-cell speed with the forget gate left open. W_hF starts at zero, so an untrained advecting layer
+is exactly the plain one.
 """
 
 from __future__ import annotations
@@ -67,6 +79,21 @@ def per_frame(module: nn.Module, x: Tensor) -> Tensor:
 def stack_steps(xs: list[Tensor]) -> Tensor:
     """Per-step tensors [B, …] → [B, T, …], stored time-major (see `time_major`)."""
     return torch.stack(xs).transpose(0, 1)
+
+
+def shift(x: Tensor, flow: Tensor) -> Tensor:
+    """x [N, C, H, W] sampled at each cell displaced by flow [N, 2, H, W] (dy, dx, in cells), minus x
+    as sampled in place: bilinear, edges repeated, and exactly zero for a zero flow (sampling at the
+    cell centres equals x only up to the rounding of the grid, so the difference is what is added)."""
+    n, _, h, w = x.shape
+    ys = (torch.arange(h, device=x.device, dtype=flow.dtype) + 0.5) * (2 / h) - 1
+    xs = (torch.arange(w, device=x.device, dtype=flow.dtype) + 0.5) * (2 / w) - 1
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).expand(n, h, w, 2)
+    offset = torch.stack([flow[:, 1] * (2 / w), flow[:, 0] * (2 / h)], dim=-1)
+    x = x.to(flow.dtype)
+    moved = F.grid_sample(x, base + offset, mode="bilinear", padding_mode="border", align_corners=False)
+    still = F.grid_sample(x, base, mode="bilinear", padding_mode="border", align_corners=False)
+    return moved - still
 
 
 class FusedGates(torch.autograd.Function):
@@ -230,6 +257,7 @@ class ConvLSTM(nn.Module):
         peephole: add the per-channel peephole terms W_ci, W_cf, W_co (off by default).
         forget_bias: initial bias of the forget gate (1.0 keeps memory early in training).
         bias: learn the gate biases b_* (as `torch.nn.LSTM`'s `bias`).
+        advect: warp (h, c) by a flow predicted from h before each step (see the module docstring).
     """
 
     def __init__(
@@ -240,6 +268,7 @@ class ConvLSTM(nn.Module):
         peephole: bool = False,
         forget_bias: float = 1.0,
         bias: bool = True,
+        advect: bool = False,
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
@@ -251,6 +280,10 @@ class ConvLSTM(nn.Module):
         self.conv_x = nn.Conv2d(in_channels, gates, kernel_size, padding=pad, bias=bias) if in_channels else None
         self.conv_h = nn.Conv2d(hidden_channels, gates, kernel_size, padding=pad, bias=bias and self.conv_x is None)
         self.peephole = nn.Parameter(torch.zeros(3, hidden_channels, 1, 1)) if peephole else None
+        self.conv_flow = nn.Conv2d(hidden_channels, 2, kernel_size, padding=pad) if advect else None
+        if advect:  # a zero flow: the untrained layer is exactly the plain one
+            nn.init.zeros_(self.conv_flow.weight)
+            nn.init.zeros_(self.conv_flow.bias)
         gate_bias = self.conv_x.bias if self.conv_x is not None else self.conv_h.bias
         if gate_bias is not None:
             with torch.no_grad():
@@ -284,7 +317,7 @@ class ConvLSTM(nn.Module):
     def cell(self, gx: Tensor | None, state: State, conv_h=None) -> State:
         """One step of eqs. (3) given the input gates gx [B, 4·C_h, H, W] (or None); `conv_h` computes
         W_h * H (default: the layer's convolution; `run_steps` passes `batched_weight_grad`'s)."""
-        h, c = state
+        h, c = self.advect(state) if self.conv_flow is not None else state
         wh = (conv_h or self.conv_h)(h)
         gates = wh if gx is None else gx + wh
         if self.peephole is None and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
@@ -299,6 +332,14 @@ class ConvLSTM(nn.Module):
             o = o + self.peephole[2] * c
         h = torch.sigmoid(o) * tanh(c)
         return h, c
+
+    def advect(self, state: State) -> State:
+        """(h, c) moved by the flow W_hF * h: bilinear, in cells; kept at least float32 (see `cell`)."""
+        h, c = state
+        flow = self.conv_flow(h).to(c.dtype)
+        hc = torch.cat([h.to(c.dtype), c], dim=1)
+        hc = hc + shift(hc, flow)
+        return hc.split(self.hidden_channels, dim=1)
 
     def forward(self, x: Tensor | None, state: State | None = None, steps: int | None = None):
         """Run the layer over time.

@@ -38,10 +38,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlstm_cli.model.convlstm import ConvLSTM, batch_major, per_frame, stack_steps, time_major
+from convlstm_cli.model.convlstm import ConvLSTM, batch_major, per_frame, shift, stack_steps, time_major
 from convlstm_cli.model.state import StreamState
 
 
@@ -59,6 +58,7 @@ class ModelConfig:
     forget_bias: float = 1.0
     skip_last_frame: bool = True
     output: str = "residual"  # residual | gated | flow | logit (how the last frame is used; see the module)
+    advect: bool = False  # every level's state moves by a flow it predicts (TrajGRU-like; see ConvLSTM)
 
     def kernels(self) -> tuple[int, ...]:
         k = self.kernel_size
@@ -80,17 +80,9 @@ def warp(frames: Tensor, flow: Tensor) -> Tensor:
     """Sample frames [N, C, H, W] at each pixel displaced by flow [N, 2, H, W] (dy, dx in pixels).
 
     Bilinear, edges repeated. Returns warp(frames, flow) − warp(frames, 0): exactly zero for a zero
-    flow (sampling at the pixel centres is exact only up to rounding of the grid).
+    flow (`convlstm.shift`, which also moves an advecting layer's state).
     """
-    n, _, h, w = frames.shape
-    ys = (torch.arange(h, device=frames.device, dtype=flow.dtype) + 0.5) * (2 / h) - 1
-    xs = (torch.arange(w, device=frames.device, dtype=flow.dtype) + 0.5) * (2 / w) - 1
-    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).expand(n, h, w, 2)
-    shift = torch.stack([flow[:, 1] * (2 / w), flow[:, 0] * (2 / h)], dim=-1)
-    frames = frames.to(flow.dtype)
-    moved = F.grid_sample(frames, base + shift, mode="bilinear", padding_mode="border", align_corners=False)
-    still = F.grid_sample(frames, base, mode="bilinear", padding_mode="border", align_corners=False)
-    return moved - still
+    return shift(frames, flow)
 
 
 def stem_conv(cin: int, cout: int, stride: int) -> nn.Conv2d:
@@ -120,7 +112,8 @@ class EncoderForecaster(nn.Module):
         stem_stride: down-sampling of the stem (1, 2, or a patch size such as 4).
         peephole, forget_bias: passed to every `ConvLSTM`.
         skip_last_frame: predict the change from the last observed frame (see the module docstring).
-        output: residual, gated or logit: how that change is applied.
+        output: residual, gated, flow or logit: how that change is applied.
+        advect: every ConvLSTM level warps its (h, c) by a flow predicted from h before each step.
     """
 
     def __init__(
@@ -135,12 +128,13 @@ class EncoderForecaster(nn.Module):
         forget_bias: float = 1.0,
         skip_last_frame: bool = True,
         output: str = "residual",
+        advect: bool = False,
     ) -> None:
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}")
         cfg = ModelConfig(in_channels, tuple(hidden_channels), kernel_size, horizon, stem_channels,
-                          stem_stride, peephole, forget_bias, skip_last_frame, output)
+                          stem_stride, peephole, forget_bias, skip_last_frame, output, advect)
         self.cfg = cfg
         hs, ks = cfg.hidden_channels, cfg.kernels()
         act = nn.LeakyReLU(0.2)
@@ -150,12 +144,12 @@ class EncoderForecaster(nn.Module):
                                for i in range(1, len(hs))]
         )
         self.encoder = nn.ModuleList(
-            ConvLSTM(stem_channels if i == 0 else hs[i - 1], hs[i], ks[i], peephole, forget_bias)
+            ConvLSTM(stem_channels if i == 0 else hs[i - 1], hs[i], ks[i], peephole, forget_bias, advect=advect)
             for i in range(len(hs))
         )
         # Forecaster level i gets the up-sampled output of level i+1 (channels hs[i]); the top none.
         self.forecaster = nn.ModuleList(
-            ConvLSTM(hs[i] if i < len(hs) - 1 else 0, hs[i], ks[i], peephole, forget_bias)
+            ConvLSTM(hs[i] if i < len(hs) - 1 else 0, hs[i], ks[i], peephole, forget_bias, advect=advect)
             for i in range(len(hs))
         )
         self.up = nn.ModuleList(
