@@ -81,8 +81,8 @@ for row in ${rows[*]}; do
     d1-adv) run d1-adv --set model.advect=true ;;
     d2b4-adv) run d2b4-adv --set model.advect=true --set train.detach_every=2 --set data.batch_size=4 ;;
     d4b2-adv) run d4b2-adv --set model.advect=true --set train.detach_every=4 --set data.batch_size=2 ;;
-    stateless-mse-adv) run stateless-mse-adv --stateless --set model.advect=true --set train.loss=mse ;;
-    d1-mse-adv) run d1-mse-adv --set model.advect=true --set train.loss=mse ;;
+    stateless-mse-hard-adv) run stateless-mse-hard-adv --stateless --set model.advect=true --set train.loss=mse --set train.hard_pixels=0.01 --set train.hard_weight=0.005 ;;
+    d1-mse-hard-adv) run d1-mse-hard-adv --set model.advect=true --set train.loss=mse --set train.hard_pixels=0.01 --set train.hard_weight=0.005 ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
 done
