@@ -1,6 +1,6 @@
 """Where a CPU training step goes: torch.profiler over the default model's step (bf16, channels_last).
 
-    python scripts/profile_cpu.py [--dense] [--compile] [--steps N]
+    python scripts/profile_cpu.py [--dense] [--compile] [--advect] [--steps N]
 
 Prints the operators by self CPU time. The step is `convlstm train`'s (`convlstm_cli.step.train_step`)
 on random frames at the default sizes (64×64 gray, batch 8, context 10, horizon 5).
@@ -20,9 +20,11 @@ from convlstm_cli.step import make_optimizer, train_step
 parser = argparse.ArgumentParser()
 parser.add_argument("--dense", action="store_true", help="the dense loss (every step supervised)")
 parser.add_argument("--compile", action="store_true", help="torch.compile the model (the bench's +compile rung)")
+parser.add_argument("--advect", action="store_true", help="model.advect: each level's state warped by its flow")
 parser.add_argument("--steps", type=int, default=10)
 args = parser.parse_args()
 cfg, dev = RunConfig(), torch.device("cpu")
+cfg.model.advect = args.advect
 prec = resolve_precision("auto", dev)
 torch.manual_seed(0)
 model = EncoderForecaster.from_config(cfg.model).to(memory_format=torch.channels_last)
@@ -47,7 +49,7 @@ for _ in range(3):
 t0 = time.perf_counter()
 for _ in range(args.steps):
     step()
-print(f"{prec}, dense={args.dense}, compile={args.compile}: {(time.perf_counter() - t0) / args.steps * 1e3:.1f} ms per step")
+print(f"{prec}, dense={args.dense}, compile={args.compile}, advect={args.advect}: {(time.perf_counter() - t0) / args.steps * 1e3:.1f} ms per step")
 with profile(activities=[ProfilerActivity.CPU]) as prof:
     for _ in range(3):
         step()
