@@ -101,6 +101,20 @@ def test_an_advecting_model_streams_chunked_as_one_pass(every_step):
     assert (want - unmoved).abs().max() > 1e-3  # the flow does move the state
 
 
+def test_an_advecting_model_equals_its_naive_reference():
+    from convlstm_cli.model.reference import to_reference
+
+    model = tiny(True, flow_std=0.3)
+    ref = to_reference(model).double()
+    ref.load_state_dict(model.state_dict())
+    x = torch.rand(2, 5, 1, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        (p, s), (rp, rs) = model(x), ref(x)
+    torch.testing.assert_close(p, rp, **EXACT)
+    for (h1, c1), (h2, c2) in zip(s, rs):
+        torch.testing.assert_close((h1, c1), (h2, c2), **EXACT)
+
+
 def test_an_advecting_model_under_bf16_autocast_keeps_a_float32_state():
     model = tiny(True, flow_std=0.3).float()
     x = torch.rand(2, 3, 1, 16, 16)

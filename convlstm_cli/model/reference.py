@@ -21,7 +21,7 @@ class ReferenceConvLSTM(ConvLSTM):
     """`ConvLSTM` with the per-step conv(concat(x, h)) forward."""
 
     def naive_step(self, x: Tensor | None, state: State) -> State:
-        h, c = state
+        h, c = self.advect(state) if self.conv_flow is not None else state  # the same warp (tested apart)
         if x is None:
             gates = F.conv2d(h, self.conv_h.weight, self.conv_h.bias, padding=self.kernel_size // 2)
         else:
