@@ -17,7 +17,7 @@
 # TRAIN_VIDEOS (default 24) sets how many training videos make-data writes (the same 8 test videos).
 #
 # Every row sees STEPS × 64 frames (lanes × chunk × chunks per update) except d4x4, d4x4-mse and
-# stateless-mse-x4 (4×: 4 × STEPS stateless updates, the frames of d4x4-mse).
+# stateless-mse-x4 and d1-mse-x4 (4×: 4 × STEPS updates of 64 frames, the frames of d4x4-mse).
 # The rows use the Charbonnier loss, as the earlier rows of this table did (the -mse rows: MSE, the
 # shipped default); the -hard rows add the mean |error| of each frame's worst 1 % of pixels, weighted
 # 0.1 (train.hard_pixels, train.hard_weight).
@@ -77,6 +77,7 @@ for row in ${rows[*]}; do
     d2b4-mse-hard) run d2b4-mse-hard --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.hard_pixels=0.01 --set train.hard_weight=0.005 ;;
     d4x4-mse) run d4x4-mse --set train.detach_every=4 --set train.loss=mse ;;                      # 4× compute
     stateless-mse-x4) MAX_STEPS=$(( steps * 4 )) run stateless-mse-x4 --stateless --set train.loss=mse ;;  # d4x4-mse's frames
+    d1-mse-x4) MAX_STEPS=$(( steps * 4 )) run d1-mse-x4 --set train.loss=mse ;;                   # the same, stateful
     d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;
     # the state moves with what it holds (model.advect: (h, c) warped by a flow predicted from h)
     stateless-adv) run stateless-adv --stateless --set model.advect=true ;;
