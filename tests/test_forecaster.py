@@ -212,6 +212,18 @@ def test_channels_last_backward_gets_channels_last_gradients(every_step):
     assert len(mode.seen) > 10 and all(mode.seen)
 
 
+def test_flow_output_is_copy_last_untrained_and_moves_the_last_frame_by_its_field():
+    model = EncoderForecaster(1, (4, 6), 3, horizon=2, stem_channels=4, output="flow").double()
+    x = frames(t=3)
+    with torch.no_grad():
+        still, _ = model(x)
+        model.head.bias.copy_(torch.tensor([0.0, 1.0, 0.0]))  # (dy, dx) = (0, 1) pixel, no residual
+        moved, _ = model(x)
+    last = x[:, -1:].expand(-1, 2, -1, -1, -1)
+    torch.testing.assert_close(still, last, **EXACT)
+    torch.testing.assert_close(moved, torch.cat([last[..., 1:], last[..., -1:]], dim=-1), **EXACT)
+
+
 # -- sizes ---------------------------------------------------------------------------------------------
 def test_trained_at_64_runs_at_96():
     model = tiny_model(horizon=2)

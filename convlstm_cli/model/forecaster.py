@@ -24,8 +24,8 @@ strong on slow video and exact on still content. Three ways (`output`):
   regions exactly as they were.
 - ``flow``: warp x_t by a predicted per-pixel displacement (bilinear, sub-pixel), plus a residual r:
   most change in camera footage is motion, and a shift is one smooth field to predict, where a
-  residual must spell out −v·∇x_t pixel by pixel. Written as x_t + (warp(x_t, f) − warp(x_t, 0)) + r,
-  so a zero field is exactly copy-last too.
+  residual must spell out −v·∇x_t pixel by pixel. Written as x_t + (warp(x_t, f) − warp(x_t, 0)) + r
+  (`convlstm.shift`: bilinear, edges repeated), so a zero field is exactly copy-last too.
 - ``logit``: σ(head + logit(x_t)), the first version's form (kept so its checkpoints load): near, not
   equal to, copy-last at the start, and a small error on every pixel.
 
@@ -74,15 +74,6 @@ def clamp_unit(x: Tensor) -> Tensor:
 
 
 OUTPUTS = ("residual", "gated", "flow", "logit")
-
-
-def warp(frames: Tensor, flow: Tensor) -> Tensor:
-    """Sample frames [N, C, H, W] at each pixel displaced by flow [N, 2, H, W] (dy, dx in pixels).
-
-    Bilinear, edges repeated. Returns warp(frames, flow) − warp(frames, 0): exactly zero for a zero
-    flow (`convlstm.shift`, which also moves an advecting layer's state).
-    """
-    return shift(frames, flow)
 
 
 def stem_conv(cin: int, cout: int, stride: int) -> nn.Conv2d:
@@ -261,7 +252,7 @@ class EncoderForecaster(nn.Module):
             r = torch.sigmoid(gate) * change
         elif self.cfg.output == "flow":
             flow, r = r[:, :, :2], r[:, :, 2:]
-            r = r + warp(x.flatten(0, 1), flow.flatten(0, 1)).unflatten(0, x.shape[:2])
+            r = r + shift(x.flatten(0, 1), flow.flatten(0, 1)).unflatten(0, x.shape[:2])  # (dy, dx) in pixels
         return clamp_unit(x.to(dtype) + r)
 
     def forward(self, frames: Tensor, state: StreamState | None = None, horizon: int | None = None,
