@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from convlstm_cli import device as dev
-from convlstm_cli.model.forecaster import EncoderForecaster, ModelConfig
+from convlstm_cli.model.forecaster import EncoderForecaster, EveryStep, ModelConfig
 from convlstm_cli.model.reference import ReferenceConvLSTM, to_reference
 from convlstm_cli.model.state import StreamState
 
@@ -222,6 +222,25 @@ def test_flow_output_is_copy_last_untrained_and_moves_the_last_frame_by_its_fiel
     last = x[:, -1:].expand(-1, 2, -1, -1, -1)
     torch.testing.assert_close(still, last, **EXACT)
     torch.testing.assert_close(moved, torch.cat([last[..., 1:], last[..., -1:]], dim=-1), **EXACT)
+
+
+@pytest.mark.parametrize("every_step", [False, True])
+@pytest.mark.parametrize("advect", [False, True])
+def test_the_training_step_compiles_as_one_graph(every_step, advect):
+    # torch.compile must trace a chunk, from a zero and from a carried state, with no graph break: a
+    # break splits the compiled step and costs it speed on a GPU (torch 2.11 broke on bool() of the
+    # state's list). fullgraph=True raises at a break; the eager backend traces without compiling.
+    model = EveryStep(tiny_model(advect=advect)) if every_step else tiny_model(advect=advect)
+    net = torch.compile(model, fullgraph=True, backend="eager")
+    x = frames(t=4, dtype=torch.float32)
+    try:
+        pred, state = net(x)
+        pred2, _ = net(x, state.detach())
+        (pred.sum() + pred2.sum()).backward()
+    finally:
+        torch._dynamo.reset()
+    eager, _ = model(x, model(x)[1].detach())
+    torch.testing.assert_close(pred2, eager, atol=1e-6, rtol=1e-5)
 
 
 # -- sizes ---------------------------------------------------------------------------------------------

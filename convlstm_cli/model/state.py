@@ -27,7 +27,8 @@ class StreamState:
     # -- queries ---------------------------------------------------------------------------------
     @property
     def initialized(self) -> bool:
-        return bool(self.levels)
+        # len(), not bool(list): Dynamo in torch 2.11 cannot trace bool() of a list (a graph break)
+        return len(self.levels) > 0
 
     @property
     def batch_size(self) -> int | None:
