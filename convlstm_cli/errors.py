@@ -8,6 +8,13 @@ re-raises both so the traceback shows.
 
 from __future__ import annotations
 
+import os
+
+
+def debug_enabled() -> bool:
+    """True when CONVLSTM_DEBUG asks for tracebacks (and FFmpeg's own log lines) instead of one line."""
+    return os.environ.get("CONVLSTM_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
 
 class InputError(Exception):
     """A problem with the user's input: names the file or key and the reason, in one line."""

@@ -195,6 +195,28 @@ def test_iter_frames_raises_video_error_when_it_cannot_open(tmp_path):
         V.iter_frames(tmp_path / "x.mp4", (8, 8), 1)
 
 
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_a_bad_file_is_reported_once_even_after_ffmpeg_logging_was_turned_on(tmp_path, caplog, monkeypatch, debug):
+    # torchvision.io (before its video IO went) sets FFmpeg's log level to ERROR for the whole process
+    # on import, and torch.onnx's exporter imports it: FFmpeg's raw "moov atom not found" then reached
+    # stderr beside the one line of VideoError. CONVLSTM_DEBUG=1 keeps FFmpeg's lines.
+    import av.logging
+
+    monkeypatch.setenv("CONVLSTM_DEBUG", debug)
+    (tmp_path / "x.mp4").write_text("not a video")
+    before = av.logging.get_level()
+    try:
+        av.logging.set_level(av.logging.ERROR)  # what importing torchvision.io did
+        with caplog.at_level("DEBUG"), pytest.raises(VideoError, match="not a readable video"):
+            V.open_video(tmp_path / "x.mp4")
+        after = av.logging.get_level()
+    finally:
+        av.logging.set_level(before)
+    assert after == (av.logging.ERROR if debug else None)
+    if not debug:  # (with debug, PyAV drops a line that repeats the last one, so its count varies)
+        assert not [r for r in caplog.records if r.name.startswith("libav")]
+
+
 # -- probing -------------------------------------------------------------------------------------
 
 

@@ -10,10 +10,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 import typer
+
+from convlstm_cli.errors import debug_enabled  # noqa: F401 - re-exported: the CLI's switch
 
 DEBUG_HINT = "CONVLSTM_DEBUG=1 shows the traceback"
 
@@ -25,11 +26,6 @@ def is_click(e: BaseException, name: str) -> bool:
     older ones use the click package, and the classes differ between the two.
     """
     return any(cls.__name__ == name for cls in type(e).__mro__)
-
-
-def debug_enabled() -> bool:
-    """True when CONVLSTM_DEBUG asks for tracebacks instead of one-line errors."""
-    return os.environ.get("CONVLSTM_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def fail(message: str) -> typer.Exit:

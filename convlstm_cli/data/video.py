@@ -31,7 +31,7 @@ import numpy as np
 from convlstm_cli.atomic import Staged
 from convlstm_cli.data.sources import kind_of
 from convlstm_cli.data.view import RESIZE_MODES, base_size, fit
-from convlstm_cli.errors import VideoError
+from convlstm_cli.errors import VideoError, debug_enabled
 
 # Demuxers FFmpeg uses for still images; a picture renamed to .avi opens as a one-frame "video".
 _IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe")
@@ -71,10 +71,22 @@ def file_problem(p: Path) -> str | None:
     return None
 
 
+def quiet_ffmpeg(av) -> None:
+    """FFmpeg's own log lines off, as PyAV starts, unless CONVLSTM_DEBUG is set.
+
+    A bad file is reported once, by `VideoError` or `on_error`, with FFmpeg's reason in it. Importing
+    torchvision.io (before torchvision 0.2x dropped its video IO; torch.onnx's exporter imports it)
+    turns FFmpeg's logging on at ERROR for the whole process, which printed raw lines beside ours.
+    """
+    if av.logging.get_level() is not None and not debug_enabled():
+        av.logging.set_level(None)
+
+
 def open_video(path):
     """Open ``path`` and pick its video stream; returns (container, stream) or raises VideoError."""
     import av
 
+    quiet_ffmpeg(av)
     p = Path(path)
     problem = file_problem(p)
     if problem:

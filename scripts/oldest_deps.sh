@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test suite under the oldest releases pyproject.toml admits: a fresh venv, a regular (non-editable)
+# install of this checkout with every dependency pinned to its lower bound, then `python -m pytest -q`.
+# The bounds in pyproject.toml are only honest while this passes (pip downloads about 3 GB for torch).
+#
+#   bash scripts/oldest_deps.sh [VENV_DIR]        (default: /tmp/convlstm-oldest)
+#
+# TORCH=2.11.0 TORCHVISION=0.26.0 runs it under the torch the brief names instead of the oldest one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${1:-/tmp/convlstm-oldest}"
+python -m venv --clear "$venv"
+# shellcheck disable=SC1091
+. "$venv/bin/activate"
+pins=("torch==${TORCH:-2.5.1}" "torchvision==${TORCHVISION:-0.20.1}" "av==17.0.0" "typer==0.16.0" "rich==13.0.0"
+      "numpy==1.24.4" "pyyaml==6.0" "pillow==10.1.0")
+printf '%s\n' "${pins[@]}" > "$venv/oldest.txt"
+python -m pip install -q "${pins[@]}"
+python -m pip install -q ".[test,export]" -c "$venv/oldest.txt"
+python -m pip list 2>/dev/null | grep -iE '^(torch|torchvision|av|typer|click|rich|numpy|pyyaml|pillow|onnx|onnxruntime) '
+python -m pytest -q -p no:cacheprovider
