@@ -195,6 +195,15 @@ def test_iter_frames_raises_video_error_when_it_cannot_open(tmp_path):
         V.iter_frames(tmp_path / "x.mp4", (8, 8), 1)
 
 
+def test_open_options_follow_the_pyav_version():
+    # PyAV 19 removed av.open(metadata_errors=...) (it decodes tags with surrogateescape): passing it
+    # there failed every open. The whole suite ran under PyAV 19 on Python 3.13 (its wheels need 3.12+).
+    from types import SimpleNamespace
+
+    assert V._open_options(SimpleNamespace(__version__="18.1.0")) == {"metadata_errors": "ignore"}
+    assert V._open_options(SimpleNamespace(__version__="19.0.2")) == {}
+
+
 @pytest.mark.parametrize("debug", ["", "1"])
 def test_a_bad_file_is_reported_once_even_after_ffmpeg_logging_was_turned_on(tmp_path, caplog, monkeypatch, debug):
     # torchvision.io (before its video IO went) sets FFmpeg's log level to ERROR for the whole process

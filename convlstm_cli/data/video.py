@@ -82,6 +82,12 @@ def quiet_ffmpeg(av) -> None:
         av.logging.set_level(None)
 
 
+def _open_options(av) -> dict:
+    """av.open's options: before PyAV 19, a tag that is not UTF-8 failed the open unless its errors
+    were ignored; PyAV 19 decodes tags with surrogateescape and has no such option (passing it fails)."""
+    return {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
+
+
 def open_video(path):
     """Open ``path`` and pick its video stream; returns (container, stream) or raises VideoError."""
     import av
@@ -92,7 +98,7 @@ def open_video(path):
     if problem:
         raise VideoError(p, problem)
     try:
-        container = av.open(str(p), mode="r", metadata_errors="ignore")
+        container = av.open(str(p), mode="r", **_open_options(av))
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
         raise VideoError(p, f"not a readable video ({ffmpeg_message(e)})") from None
     try:
