@@ -71,12 +71,12 @@ def file_problem(p: Path) -> str | None:
     return None
 
 
-def quiet_ffmpeg(av) -> None:
+def _quiet_ffmpeg(av) -> None:
     """FFmpeg's own log lines off, as PyAV starts, unless CONVLSTM_DEBUG is set.
 
     A bad file is reported once, by `VideoError` or `on_error`, with FFmpeg's reason in it. Importing
-    torchvision.io (before torchvision 0.2x dropped its video IO; torch.onnx's exporter imports it)
-    turns FFmpeg's logging on at ERROR for the whole process, which printed raw lines beside ours.
+    torchvision.io of a torchvision with video IO (0.20 has it, 0.26 no longer), as torch.onnx's
+    exporter does, turns FFmpeg's logging on at ERROR for the whole process: raw lines beside ours.
     """
     if av.logging.get_level() is not None and not debug_enabled():
         av.logging.set_level(None)
@@ -92,7 +92,7 @@ def open_video(path):
     """Open ``path`` and pick its video stream; returns (container, stream) or raises VideoError."""
     import av
 
-    quiet_ffmpeg(av)
+    _quiet_ffmpeg(av)
     p = Path(path)
     problem = file_problem(p)
     if problem:
