@@ -78,6 +78,9 @@ for row in ${rows[*]}; do
     d4x4-mse) run d4x4-mse --set train.detach_every=4 --set train.loss=mse ;;                      # 4× compute
     stateless-mse-x4) MAX_STEPS=$(( steps * 4 )) run stateless-mse-x4 --stateless --set train.loss=mse ;;  # d4x4-mse's frames
     d1-mse-x4) MAX_STEPS=$(( steps * 4 )) run d1-mse-x4 --set train.loss=mse ;;                   # the same, stateful
+    # twice the quickstart learning rate (0.006): does converging sooner leave room for the memory?
+    stateless-mse-lr6) run stateless-mse-lr6 --stateless --set train.loss=mse --set train.lr=0.006 ;;
+    d1-mse-lr6) run d1-mse-lr6 --set train.loss=mse --set train.lr=0.006 ;;
     d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;
     # the state moves with what it holds (model.advect: (h, c) warped by a flow predicted from h)
     stateless-adv) run stateless-adv --stateless --set model.advect=true ;;
