@@ -5,7 +5,8 @@
 #
 #   bash scripts/oldest_deps.sh [VENV_DIR]        (default: /tmp/convlstm-oldest)
 #
-# TORCH=2.11.0 TORCHVISION=0.26.0 runs it under torch 2.11 instead of the oldest torch.
+# TORCH=2.11.0 runs it under torch 2.11 instead of the oldest torch. torchvision is not a dependency
+# (nothing imports it); it is not installed here, so the suite also shows nothing needs it.
 # PYTHON=python3.13 NEWEST=1 runs it under another Python with today's releases instead of the pins
 # (Python 3.12+ gets PyAV 19, whose wheels a Python 3.11 install never sees).
 set -euo pipefail
@@ -14,7 +15,7 @@ venv="${1:-/tmp/convlstm-oldest}"
 "${PYTHON:-python}" -m venv --clear "$venv"
 # shellcheck disable=SC1091
 . "$venv/bin/activate"
-pins=("torch==${TORCH:-2.5.1}" "torchvision==${TORCHVISION:-0.20.1}" "av==17.0.0" "typer==0.16.0" "rich==13.0.0"
+pins=("torch==${TORCH:-2.5.1}" "av==17.0.0" "typer==0.16.0" "rich==13.0.0"
       "numpy==1.24.4" "pyyaml==6.0" "pillow==10.1.0")
 [ -n "${NEWEST:-}" ] && pins=()
 printf '%s\n' "${pins[@]}" > "$venv/oldest.txt"
