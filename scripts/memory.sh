@@ -12,7 +12,8 @@
 #                                                   d2b4-band-freeze d1-band-black d2b4-band-black,
 #                                                   and the shipped MSE loss: stateless-mse d1-mse
 #                                                   d2b4-mse d4b2-mse d4x4-mse, and stateless-mse-hard
-#                                                   d1-mse-hard d2b4-mse-hard)
+#                                                   d1-mse-hard d2b4-mse-hard, and twice the
+#                                                   learning rate: stateless-mse-lr6 d1-mse-lr6)
 #
 # TRAIN_VIDEOS (default 24) sets how many training videos make-data writes (the same 8 test videos).
 #
