@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import typer
 
-from convlstm_cli.errors import debug_enabled  # noqa: F401 - re-exported: the CLI's switch
+from convlstm_cli.errors import debug_enabled
 
 DEBUG_HINT = "CONVLSTM_DEBUG=1 shows the traceback"
 
