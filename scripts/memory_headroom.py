@@ -1,13 +1,14 @@
-"""What a perfect memory could add on the occlusion scene's memory frames, and how much of it a model draws.
+"""What a perfect memory could add on a memory scene's memory frames, and how much of it a model draws.
 
     python scripts/memory_headroom.py RUN_DIR DATA_DIR [--window 8]
 
-Runs RUN's model as a stateless sliding window over every occlusion video in DATA_DIR (the window
-mode of `convlstm eval`) and scores its memory frames twice: as predicted, and with the pixels of
-the returning balls set to the truth. The second figure is the most a state could buy there.
+Runs RUN's model as a stateless sliding window over every occlusion or reveal video in DATA_DIR (the
+window mode of `convlstm eval`) and scores its memory frames twice: as predicted, and with the pixels
+a window cannot know set to the truth (the returning balls; the columns the bar uncovers). The second
+figure is the most a state could buy there.
 
-Then, streamed with its state and as the window, the share of the returning balls' change (from
-the last frame to the next, on their pixels only; `metrics.change_drawn`) that the model draws:
+Then, streamed with its state and as the window, the share of those pixels' change (from the last
+frame to the next, on them only; `metrics.change_drawn`) that the model draws:
 1 all of it, 0 nothing (copy-last). PSNR over a whole frame barely sees those few pixels; a model
 that carries a ball behind a bar draws more of them streamed than as a window.
 """
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from convlstm_cli.checkpoint import load_model
-from convlstm_cli.data.occlusion import memory_pixels
+from convlstm_cli.data import occlusion, reveal
 from convlstm_cli.data.video import iter_frames
 from convlstm_cli.metrics import change_drawn, psnr
 from convlstm_cli.predict.streaming import stream_predict, window_predict
@@ -33,7 +34,8 @@ def _ground_truth(path: Path) -> tuple[torch.Tensor, np.ndarray]:
     if "seed" not in meta:
         raise SystemExit(f"{path.with_suffix('.json')}: no seed in the ground truth; write the videos again "
                          "with this version's make-data --scene occlusion")
-    return torch.from_numpy(memory_pixels(meta)), np.asarray(meta["memory"])  # [T, H, W] at the clip's size
+    scene = reveal if meta.get("scene") == "reveal" else occlusion
+    return torch.from_numpy(scene.memory_pixels(meta)), np.asarray(meta["memory"])  # [T, H, W] at the clip's size
 
 
 def _memory_frames(chunks, memory: np.ndarray):
@@ -74,12 +76,12 @@ def main() -> None:
     as_is, perfect = (np.concatenate([v[k] for v in per_video]) for k in ("as_is", "perfect"))
     if not len(as_is):
         raise SystemExit(f"{a.data}: no memory frames for a window of {a.window} (make-data --scene "
-                         "occlusion writes them; try a longer --hidden or more --frames)")
-    print(f"{len(as_is)} memory frames: window of {a.window} {as_is.mean():.2f} dB; with the returning "
-          f"balls' pixels right {perfect.mean():.2f} dB (+{perfect.mean() - as_is.mean():.2f})")
+                         "occlusion or reveal writes them; try a longer --hidden or more --frames)")
+    print(f"{len(as_is)} memory frames: window of {a.window} {as_is.mean():.2f} dB; with the pixels "
+          f"a window cannot know right {perfect.mean():.2f} dB (+{perfect.mean() - as_is.mean():.2f})")
     share = {m: sum(v[m][0] for v in per_video) / sum(v[m][1] for v in per_video)
              for m in ("stream", "window")}
-    print(f"share of the returning balls' change drawn: streamed {share['stream']:.3f}, "
+    print(f"share of their change drawn: streamed {share['stream']:.3f}, "
           f"window of {a.window} {share['window']:.3f}")
 
 

@@ -23,6 +23,8 @@ from convlstm_cli.data.occlusion import (
     memory_pixels,
     render_occlusion,
 )
+from convlstm_cli.data.reveal import memory_pixels as reveal_pixels
+from convlstm_cli.data.reveal import render_reveal
 from convlstm_cli.data.video import read_frames
 from convlstm_cli.model.forecaster import EncoderForecaster
 from convlstm_cli.model.state import StreamState
@@ -84,6 +86,54 @@ def test_memory_pixels_are_the_returning_balls(tmp_path):
     assert memory.any() and mask[memory].any(axis=(1, 2)).all() and not mask[~memory].any()
     # Where the mask is, a ball shows: neither the background (20) nor the bar in front (89).
     assert ((video[mask] != 20) & (video[mask] != 89)).all()
+
+
+def _reveal_flags_from_pixels(video: np.ndarray, window: int) -> np.ndarray:
+    """Independent reading of a clean reveal clip: a column is covered where every pixel is the bar's
+    grey (89); it needs memory where it shows after `window` covered frames, having shown before."""
+    covered = (video == 89).all(axis=1)  # [T, columns]
+    shows = ~covered
+    out = np.zeros(covered.shape, bool)
+    for t in range(window + 1, len(video)):
+        for c in range(video.shape[2]):
+            out[t, c] = shows[t, c] and covered[t - window : t, c].all() and shows[: t - window, c].any()
+    return out
+
+
+def test_reveal_ground_truth_matches_its_pixels():
+    video, visible = render_reveal(np.random.default_rng(4), 120, 48, hidden=16)
+    full, hidden = visible == 1, visible == 0
+    assert full.any() and hidden.any() and ((visible > 0) & (visible < 1)).any()
+    assert (video.transpose(0, 2, 1)[hidden] == 89).all()  # covered columns are the bar's grey
+    # Columns in full view are the still background: the same pixels whenever they show.
+    for c in range(48):
+        seen = video[full[:, c], :, c]
+        assert (seen == seen[0]).all()
+    # Partly covered columns blend the bar and what is behind it by the visible share.
+    t, c = map(int, np.argwhere((visible > 0) & (visible < 1))[0])
+    behind = video[np.flatnonzero(full[:, c])[0], :, c].astype(np.float64)
+    blend = behind * visible[t, c] + 0.35 * 255 * (1 - visible[t, c])
+    assert np.abs(video[t, :, c] - blend).max() <= 1.0
+    # The memory flags: columns the bar uncovers after hiding them for longer than the window.
+    mask = reveal_pixels({"visible": visible.tolist(), "window": 8, "size": 48})
+    flags = _reveal_flags_from_pixels(video, 8)
+    assert flags.any() and np.array_equal(mask[:, 0, :], flags) and (mask == mask[:, :1, :]).all()
+    assert flags.any(axis=1).sum() < len(video) - 20  # ordinary frames too
+
+
+def test_make_data_reveal_writes_ground_truth_beside_each_video(tmp_path):
+    r = CliRunner().invoke(app, ["make-data", str(tmp_path / "rev"), "--scene", "reveal", "--num", "2",
+                                 "--frames", "60", "--hidden", "14", "--noise", "0"])
+    assert r.exit_code == 0, r.output
+    for i in range(2):
+        meta = json.loads((tmp_path / "rev" / f"reveal_{i:04d}.json").read_text())
+        frames = read_frames(tmp_path / "rev" / f"reveal_{i:04d}.mp4", None, 1)[:, 0]
+        video, _ = render_reveal(np.random.default_rng(meta["seed"]), 60, 64, 14)
+        assert np.abs(frames.astype(int) - video).mean() < 1.5  # the clip (lossless H.264, gray ↔ YUV)
+        flags = _reveal_flags_from_pixels(video, 8).any(axis=1)
+        assert meta["hidden"] == 14 and len(meta["visible"]) == 60 and meta["memory"] == flags.tolist()
+    r = CliRunner().invoke(app, ["make-data", str(tmp_path / "bad"), "--scene", "reveal", "--hidden", "0"])
+    assert r.exit_code == 2 and "hidden >= 1" in r.output and not (tmp_path / "bad").exists()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,9 @@ def make_data(
     out_dir: Annotated[Path, typer.Argument(readable=False, help="Directory to write the videos into (created if missing).")],
     scene: Annotated[str, typer.Option("--scene", help="shapes (bouncing shapes), pans (a camera moving over real "
                                        "photographs: real-like footage, needs scikit-image), occlusion (balls hidden "
-                                       "for --hidden frames: a memory task, with ground truth).")] = "shapes",
+                                       "for --hidden frames: a memory task, with ground truth), reveal (a bar "
+                                       "sweeps over a still scene: what it uncovers was hidden longer than a "
+                                       "chunk; memory ground truth too).")] = "shapes",
     num: Annotated[int, typer.Option("--num", help="Number of videos.")] = 8,
     frames: Annotated[int | None, typer.Option("--frames", help="Frames per video (default: 64; pans: 150-300).")] = None,
     size: Annotated[int, typer.Option("--size", help="Frame height and width in pixels (shapes).")] = 64,
@@ -22,15 +24,18 @@ def make_data(
     channels: Annotated[int, typer.Option("--channels", help="1 = gray, 3 = colour (shapes).")] = 1,
     held_out: Annotated[bool, typer.Option("--held-out", help="pans: use the photographs kept for final "
                                            "figures (never for choosing anything).")] = False,
-    hidden: Annotated[int, typer.Option("--hidden", help="occlusion: frames a ball stays hidden (longer than a chunk).")] = 20,
+    hidden: Annotated[int | None, typer.Option("--hidden", help="occlusion: frames a ball stays hidden (longer "
+                                               "than a chunk; default 20); reveal: a column stays covered 0.4-1.2 "
+                                               "times this (default 16).")] = None,
     margin: Annotated[int, typer.Option("--margin", help="occlusion: pixels balls may travel outside the frame.")] = 0,
-    window: Annotated[int, typer.Option("--window", help="occlusion: the window the memory ground truth is for.")] = 8,
-    noise: Annotated[float, typer.Option("--noise", help="occlusion: camera noise in grey levels (0: clean frames).")] = 2.0,
+    window: Annotated[int, typer.Option("--window", help="occlusion, reveal: the window the memory ground truth is for.")] = 8,
+    noise: Annotated[float, typer.Option("--noise", help="occlusion, reveal: camera noise in grey levels (0: clean frames).")] = 2.0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite videos of the same names already there.")] = False,
 ) -> None:
     """Write sample videos (deterministic, nothing is downloaded)."""
     from convlstm_cli.data.occlusion import make_occlusion
     from convlstm_cli.data.pans import make_pans
+    from convlstm_cli.data.reveal import make_reveal
     from convlstm_cli.data.synthetic import make_dataset
 
     if channels not in (1, 3):
@@ -40,8 +45,11 @@ def make_data(
                                        channels=channels, overwrite=force),
         "pans": lambda: make_pans(out_dir, num=num, frames=frames, seed=seed, held_out=held_out, overwrite=force),
         "occlusion": lambda: make_occlusion(out_dir, num=num, frames=frames or 120, size=size, seed=seed,
-                                            hidden=hidden, margin=margin, window=window, noise=noise,
-                                            overwrite=force),
+                                            hidden=20 if hidden is None else hidden, margin=margin,
+                                            window=window, noise=noise, overwrite=force),
+        "reveal": lambda: make_reveal(out_dir, num=num, frames=frames or 120, size=size, seed=seed,
+                                      hidden=16 if hidden is None else hidden, window=window, noise=noise,
+                                      overwrite=force),
     }
     if scene not in makers:
         raise fail(f"--scene {scene}: expected one of {', '.join(makers)}")
