@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convlstm_cli.data.video import LOSSLESS, write_video
+from convlstm_cli.data.video import LOSSLESS, refuse_existing, write_video
 from convlstm_cli.errors import InputError
 
 VISIBLE = 0.3  # a ball counts as in view when this share of it is visible
@@ -146,8 +146,7 @@ def make_occlusion(out_dir, num: int = 8, frames: int = 120, size: int = 64, see
                          f"(got {num}, {frames}, {size}, {hidden}, {margin}, {window}, {noise})")
     out_dir = Path(out_dir)
     paths = [out_dir / f"occlusion_{i:04d}.mp4" for i in range(num)]
-    if not overwrite and any(p.exists() for p in paths):
-        raise InputError(f"{next(p for p in paths if p.exists())} already exists; use --force to overwrite")
+    refuse_existing(paths, overwrite)
     for i, path in enumerate(paths):
         rng = np.random.default_rng([seed, i, 0x0CC])  # written beside the video: it renders again
         video, visible = render_occlusion(rng, frames, size, hidden, margin, noise=noise)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convlstm_cli.data.video import write_video
+from convlstm_cli.data.video import refuse_existing, write_video
 from convlstm_cli.errors import InputError
 
 PHOTOS = {
@@ -202,8 +202,7 @@ def make_pans(out_dir, num: int = 3, frames: int | None = None, seed: int = 0, h
     photos = PHOTOS["held-out" if held_out else "dev"]
     plans = [plan_clip(i, seed + (10_000 if held_out else 0), photos, frames) for i in range(num)]
     paths = [out_dir / f"{p.name}.mp4" for p in plans]
-    if not overwrite and any(p.exists() for p in paths):
-        raise InputError(f"{next(p for p in paths if p.exists())} already exists; use --force to overwrite")
+    refuse_existing(paths, overwrite)
     photo_dir()  # fail early, before writing anything, when the photographs are missing
     for plan, path in zip(plans, paths):
         write_video(path, render_clip(plan), fps=plan.fps, crf=plan.crf, options={"preset": "medium"})

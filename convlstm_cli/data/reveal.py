@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convlstm_cli.data.video import LOSSLESS, write_video
+from convlstm_cli.data.video import LOSSLESS, refuse_existing, write_video
 from convlstm_cli.errors import InputError
 
 BAR = 0.35  # the occluder's grey
@@ -111,8 +111,7 @@ def make_reveal(out_dir, num: int = 8, frames: int = 120, size: int = 64, seed: 
                          f"window >= 1, noise >= 0 (got {num}, {frames}, {size}, {hidden}, {window}, {noise})")
     out_dir = Path(out_dir)
     paths = [out_dir / f"reveal_{i:04d}.mp4" for i in range(num)]
-    if not overwrite and any(p.exists() for p in paths):
-        raise InputError(f"{next(p for p in paths if p.exists())} already exists; use --force to overwrite")
+    refuse_existing(paths, overwrite)
     for i, path in enumerate(paths):
         seeds = [seed, i, 0xBEE]
         video, visible = render_reveal(np.random.default_rng(seeds), frames, size, hidden, noise=noise)

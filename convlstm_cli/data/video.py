@@ -31,7 +31,7 @@ import numpy as np
 from convlstm_cli.atomic import Staged
 from convlstm_cli.data.sources import kind_of
 from convlstm_cli.data.view import RESIZE_MODES, base_size, fit
-from convlstm_cli.errors import VideoError, debug_enabled
+from convlstm_cli.errors import InputError, VideoError, debug_enabled
 
 # Demuxers FFmpeg uses for still images; a picture renamed to .avi opens as a one-frame "video".
 _IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe")
@@ -382,6 +382,12 @@ class VideoWriter:
 # times at crf 10 decoded to 3–5 different clips (up to 23 grey levels apart), which made two
 # generations of "the same" training set differ and moved trained models' scores by ~0.2 dB.
 LOSSLESS = 0
+
+
+def refuse_existing(paths: list[Path], overwrite: bool) -> None:
+    """Raise InputError naming the first of `paths` that exists, unless `overwrite` (make-data's --force)."""
+    if not overwrite and any(p.exists() for p in paths):
+        raise InputError(f"{next(p for p in paths if p.exists())} already exists; use --force to overwrite")
 
 
 def write_video(path, frames: np.ndarray, fps: float = 10.0, crf: int = 18, codec: str = "libx264",
