@@ -19,7 +19,7 @@ def make_data(
                                        "chunk; memory ground truth too).")] = "shapes",
     num: Annotated[int, typer.Option("--num", help="Number of videos.")] = 8,
     frames: Annotated[int | None, typer.Option("--frames", help="Frames per video (default: 64; pans: 150-300).")] = None,
-    size: Annotated[int, typer.Option("--size", help="Frame height and width in pixels (shapes).")] = 64,
+    size: Annotated[int, typer.Option("--size", help="Frame height and width in pixels (shapes, occlusion, reveal).")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seed; the same seed writes the same videos.")] = 0,
     channels: Annotated[int, typer.Option("--channels", help="1 = gray, 3 = colour (shapes).")] = 1,
     held_out: Annotated[bool, typer.Option("--held-out", help="pans: use the photographs kept for final "
