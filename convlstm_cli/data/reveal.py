@@ -5,9 +5,9 @@ Each video: a random textured background that never moves (a wall, a parked car,
 river) and a grey bar in front of it that slides sideways at constant speed and bounces off the
 frame's sides. A column stays behind the bar for 0.4–1.2 × ``hidden`` frames (the bar's width over
 its speed, drawn per video; the bar is at most 0.6 of the frame wide), so some spans fit inside a
-training chunk and some do not. Where the bar
-uncovers a column it hid for longer than the window, a model that predicts from the last few frames
-can only guess what comes out from behind it; one that carries a state can have kept it.
+training chunk and some do not. Where the bar uncovers a column it hid for longer than the window, a
+model that predicts from the last few frames can only guess what comes out from behind it; one that
+carries a state can have kept it.
 
 This is the memory a surveillance or traffic camera needs (a pedestrian walks past a poster; a lorry
 passes in front of a shop), and unlike `occlusion` nothing hidden moves: a ConvLSTM's cell state,
