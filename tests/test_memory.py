@@ -133,10 +133,10 @@ def test_make_data_reveal_writes_ground_truth_beside_each_video(tmp_path):
         flags = _reveal_flags_from_pixels(video, 8).any(axis=1)
         assert meta["hidden"] == 14 and len(meta["visible"]) == 60 and meta["memory"] == flags.tolist()
     before = (tmp_path / "rev" / "reveal_0000.mp4").read_bytes()
+    (tmp_path / "rev" / "occlusion_0000.mp4").touch()  # so that the occlusion scene meets one too
     for scene in ("reveal", "occlusion"):  # a second run refuses to overwrite, leaves the videos be
         r = CliRunner().invoke(app, ["make-data", str(tmp_path / "rev"), "--scene", scene, "--num", "1"])
         assert r.exit_code == 2 and "already exists; use --force" in r.output and "Traceback" not in r.output
-        (tmp_path / "rev" / "occlusion_0000.mp4").touch()
     assert (tmp_path / "rev" / "reveal_0000.mp4").read_bytes() == before
     r = CliRunner().invoke(app, ["make-data", str(tmp_path / "bad"), "--scene", "reveal", "--hidden", "0"])
     assert r.exit_code == 2 and "hidden >= 1" in r.output and not (tmp_path / "bad").exists()

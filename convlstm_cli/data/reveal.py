@@ -116,8 +116,11 @@ def make_reveal(out_dir, num: int = 8, frames: int = 120, size: int = 64, seed: 
         seeds = [seed, i, 0xBEE]
         video, visible = render_reveal(np.random.default_rng(seeds), frames, size, hidden, noise=noise)
         write_video(path, video, fps=10, crf=LOSSLESS)
+        # The flags come from the shares as written, so `memory_pixels(meta)` agrees with them exactly
+        # (a share under 0.0005 is written as 0: covered).
+        visible = np.round(visible, 3)
         meta = {"scene": "reveal", "seed": seeds, "size": size, "hidden": hidden, "window": window,
-                "noise": noise, "visible": np.round(visible, 3).tolist(),
+                "noise": noise, "visible": visible.tolist(),
                 "memory": needs_memory(visible, window).any(axis=1).tolist()}
         path.with_suffix(".json").write_text(json.dumps(meta))
     return paths

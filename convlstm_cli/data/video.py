@@ -386,8 +386,9 @@ LOSSLESS = 0
 
 def refuse_existing(paths: list[Path], overwrite: bool) -> None:
     """Raise InputError naming the first of `paths` that exists, unless `overwrite` (make-data's --force)."""
-    if not overwrite and any(p.exists() for p in paths):
-        raise InputError(f"{next(p for p in paths if p.exists())} already exists; use --force to overwrite")
+    existing = None if overwrite else next((p for p in paths if p.exists()), None)
+    if existing is not None:
+        raise InputError(f"{existing} already exists; use --force to overwrite")
 
 
 def write_video(path, frames: np.ndarray, fps: float = 10.0, crf: int = 18, codec: str = "libx264",
