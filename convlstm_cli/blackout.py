@@ -62,7 +62,8 @@ def blackout_mask(shape: torch.Size, rate: float, region: str, generator: torch.
     return frames[:, :, None, None, None] & cols[:, None, None, None, :].expand(b, 1, 1, h, w)
 
 
-def _seed(key: tuple[int, ...]) -> int:
+def key_seed(key: tuple[int, ...]) -> int:
+    """A generator seed from a key of ints: the same key, the same draw (a resumed run's)."""
     out = 0
     for k in key:
         out = (out * 1_000_003 + k) % 2**62
@@ -78,7 +79,7 @@ def blackout(inputs: Tensor, rate: float, region: str, key: tuple[int, ...], fil
     """
     if rate <= 0:
         return inputs
-    g = torch.Generator().manual_seed(_seed(key))
+    g = torch.Generator().manual_seed(key_seed(key))
     mask = blackout_mask(inputs.shape, rate, region, g, exempt)
     if fill == "noise":
         stand_in = torch.rand(inputs.shape, generator=g).to(inputs.device, inputs.dtype)

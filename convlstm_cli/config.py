@@ -92,6 +92,7 @@ class TrainConfig:
     blackout: float = 0.0  # observation dropout: share of lanes per step whose later input frames are hidden
     blackout_region: str = "frame"  # frame | band (a vertical band of the frame; see convlstm_cli.blackout)
     blackout_fill: str = "freeze"  # freeze (the lane's last shown frame) | noise | black
+    state_reset: float = 0.0  # share of lanes that start each step from zero state mid-video (cold starts)
     dense_loss: bool = True  # also supervise the one-step prediction from every frame of a chunk
     ema: float = 0.995  # keep an average of the weights with this decay (0: off) for validation and predict
     stateless: bool = False  # reset the state every chunk (for comparison with stateful training)
@@ -459,6 +460,8 @@ def check(cfg: RunConfig) -> None:
                           f"got {t.hard_pixels} ({t.hard_weight})")
     if not 0.0 <= t.blackout <= 1.0:
         raise ConfigError(f"config key train.blackout: a share in [0, 1], got {t.blackout}")
+    if not 0.0 <= t.state_reset <= 1.0:
+        raise ConfigError(f"config key train.state_reset: a share in [0, 1], got {t.state_reset}")
     if t.epochs is not None and t.epochs < 1:
         raise ConfigError(f"config key train.epochs: must be at least 1, got {t.epochs}")
     if not 0.0 <= d.val_fraction < 1.0:

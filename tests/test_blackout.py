@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from convlstm_cli.blackout import FIRST_HIDDEN, _seed, blackout, blackout_mask
+from convlstm_cli.blackout import FIRST_HIDDEN, blackout, blackout_mask, key_seed
 
 
 def draw(rate: float, region: str, lanes: int = 64, t: int = 8, h: int = 16, w: int = 40) -> torch.Tensor:
@@ -64,7 +64,7 @@ def test_freeze_fills_with_the_lane_s_last_shown_frame():
     x = (100 * torch.arange(b)[:, None] + torch.arange(t)[None]).float()[:, :, None, None, None].expand(b, t, 1, 4, 6)
     for region in ("frame", "band"):
         y = blackout(x, 0.5, region, (1, 0, 3, 0))
-        m = blackout_mask(x.shape, 0.5, region, torch.Generator().manual_seed(_seed((1, 0, 3, 0))))
+        m = blackout_mask(x.shape, 0.5, region, torch.Generator().manual_seed(key_seed((1, 0, 3, 0))))
         assert m.any() and torch.equal(y[~m], x[~m])
         for lane in range(b):
             hidden = m[lane].flatten(1).any(-1)
@@ -77,7 +77,7 @@ def test_black_fills_hidden_pixels_with_zero_and_keeps_the_rest():
     x = torch.rand(16, 8, 1, 6, 10) * 0.9 + 0.1  # no pixel is zero before
     for region in ("frame", "band"):
         y = blackout(x, 0.5, region, (2, 0, 5, 0), "black")
-        m = blackout_mask(x.shape, 0.5, region, torch.Generator().manual_seed(_seed((2, 0, 5, 0))))
+        m = blackout_mask(x.shape, 0.5, region, torch.Generator().manual_seed(key_seed((2, 0, 5, 0))))
         assert m.any() and not m.all()
         assert torch.equal(y == 0, m)
         assert torch.equal(y[~m], x[~m])

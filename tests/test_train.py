@@ -178,6 +178,7 @@ def test_no_usable_video_is_one_clear_error(tmp_path):
         ("train.max_steps=many", "train.max_steps: expected an integer"),
         ("data.size=30", "divisible"),
         ("train.blackout=1.5", "train.blackout: a share in [0, 1]"),
+        ("train.state_reset=-0.1", "train.state_reset: a share in [0, 1]"),
         ("train.blackout_region=side", "train.blackout_region: one of frame, band"),
         ("train.blackout_fill=zero", "train.blackout_fill: one of freeze, noise, black"),
     ],
@@ -353,9 +354,10 @@ def record_live_states(tr):
     return seen
 
 
-@pytest.mark.parametrize("stateless", [False, True])
-def test_state_is_carried_reset_per_lane_or_dropped(videos, tmp_path, stateless):
-    tr = make_trainer(videos, tmp_path, f"train.stateless={str(stateless).lower()}", "data.batch_size=3")
+@pytest.mark.parametrize("mode", ["carried", "stateless", "state_reset"])
+def test_state_is_carried_reset_per_lane_or_dropped(videos, tmp_path, mode):
+    sets = {"carried": [], "stateless": ["train.stateless=true"], "state_reset": ["train.state_reset=0.5"]}
+    tr = make_trainer(videos, tmp_path, *sets[mode], "data.batch_size=3")
     seen = record_states(tr)
     batches = []
     stream = iter(tr.streamer)
@@ -363,17 +365,35 @@ def test_state_is_carried_reset_per_lane_or_dropped(videos, tmp_path, stateless)
         batches.append(next(stream))
         tr.step(batches[-1:])
     tr.streamer.close()
-    switches = 0
+    switches, cold, carried = 0, 0, 0
     for k in range(1, len(batches)):
-        if stateless:  # every chunk starts from zeros, whatever the lane did before
+        if mode == "stateless":  # every chunk starts from zeros, whatever the lane did before
             assert all(bool((t == 0).all()) for hc in seen[k] for t in hc)
             continue
         h = seen[k][0][0]
         for lane in range(3):
-            zero = bool((h[lane] == 0).all())
-            assert zero == bool(batches[k].reset[lane]), (k, lane)
-            switches += zero
-    assert stateless or switches >= 1
+            zero, reset = bool((h[lane] == 0).all()), bool(batches[k].reset[lane])
+            # A new video always starts from zeros; with state_reset, so does a share of the others.
+            assert zero == reset or (mode == "state_reset" and zero), (k, lane)
+            switches += reset
+            cold += zero and not reset
+            carried += not zero
+    if mode != "stateless":
+        assert switches >= 1 and carried >= 10, (switches, carried)
+        assert cold >= 3 if mode == "state_reset" else cold == 0, cold
+
+
+def test_state_reset_of_every_lane_trains_as_stateless(videos, tmp_path):
+    """train.state_reset=1 zeroes every lane's state at every step: the losses of --stateless, and
+    not those of the carried state (which this comparison would otherwise not tell apart)."""
+    common = ["--max-steps", "5", "--log-every", "1", "--set", "data.val_fraction=0"]
+    runs = {"stateless": ["--stateless"], "reset": ["--set", "train.state_reset=1"], "carried": []}
+    losses = {}
+    for name, extra in runs.items():
+        assert train_cli(*tiny_args(videos, tmp_path / name, *common, *extra)).exit_code == 0
+        losses[name] = [x["loss"] for x in read_metrics(tmp_path / name) if "loss" in x]
+    assert losses["reset"] == pytest.approx(losses["stateless"], rel=1e-6, abs=1e-9)
+    assert losses["carried"] != pytest.approx(losses["stateless"], rel=1e-4, abs=1e-7)
 
 
 def test_detach_every_two_backpropagates_through_both_chunks(videos, tmp_path):
