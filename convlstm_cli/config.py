@@ -92,7 +92,7 @@ class TrainConfig:
     blackout: float = 0.0  # observation dropout: share of lanes per step whose later input frames are hidden
     blackout_region: str = "frame"  # frame | band (a vertical band of the frame; see convlstm_cli.blackout)
     blackout_fill: str = "freeze"  # freeze (the lane's last shown frame) | noise | black
-    state_reset: float = 0.0  # share of lanes that start each step from zero state mid-video (cold starts)
+    state_reset: float = 0.125  # share of lanes that start each step from zero state mid-video (cold starts)
     dense_loss: bool = True  # also supervise the one-step prediction from every frame of a chunk
     ema: float = 0.995  # keep an average of the weights with this decay (0: off) for validation and predict
     stateless: bool = False  # reset the state every chunk (for comparison with stateful training)

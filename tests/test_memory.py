@@ -206,6 +206,32 @@ def test_eval_command_and_predict_stateless_window(tiny_run, tmp_path):
     assert "stateless window" in " ".join(r.output.split())
 
 
+
+def test_memory_split_script_agrees_with_eval(tiny_run):
+    """scripts/memory_split.py's groups, pooled, give `convlstm eval`'s streamed and window figures."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "memory_split.py"
+    spec = importlib.util.spec_from_file_location("memory_split", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    root, data, _ = tiny_run
+    report = evaluate_folder(root, data, window=3, precision="fp32", chunk=7)["modes"]
+    run = checkpoint.load_model(root)
+    groups = {g: [] for g in script.GROUPS}
+    for video in sorted(data.glob("*.mp4")):
+        for g, pairs in script.split(video, run, run, 3).items():
+            groups[g] += pairs
+    assert len(groups["first frames"]) == 2 * 3 and groups["memory"] and groups["other ordinary"]
+    pooled = {"memory": np.asarray(groups["memory"]),
+              "ordinary": np.asarray(groups["first frames"] + groups["other ordinary"])}
+    for kind, pairs in pooled.items():
+        assert pairs[:, 0].mean() == pytest.approx(report["stateful"][kind]["psnr"], abs=2e-3), kind
+        assert pairs[:, 1].mean() == pytest.approx(report["window"][kind]["psnr"], abs=2e-3), kind
+        assert len(pairs) == report["stateful"][kind]["frames"]
+
+
 # -- a memory task small enough to train in seconds -----------------------------------------------
 
 

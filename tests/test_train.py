@@ -356,7 +356,8 @@ def record_live_states(tr):
 
 @pytest.mark.parametrize("mode", ["carried", "stateless", "state_reset"])
 def test_state_is_carried_reset_per_lane_or_dropped(videos, tmp_path, mode):
-    sets = {"carried": [], "stateless": ["train.stateless=true"], "state_reset": ["train.state_reset=0.5"]}
+    sets = {"carried": ["train.state_reset=0"], "stateless": ["train.stateless=true"],
+            "state_reset": ["train.state_reset=0.5"]}
     tr = make_trainer(videos, tmp_path, *sets[mode], "data.batch_size=3")
     seen = record_states(tr)
     batches = []
@@ -387,7 +388,8 @@ def test_state_reset_of_every_lane_trains_as_stateless(videos, tmp_path):
     """train.state_reset=1 zeroes every lane's state at every step: the losses of --stateless, and
     not those of the carried state (which this comparison would otherwise not tell apart)."""
     common = ["--max-steps", "5", "--log-every", "1", "--set", "data.val_fraction=0"]
-    runs = {"stateless": ["--stateless"], "reset": ["--set", "train.state_reset=1"], "carried": []}
+    runs = {"stateless": ["--stateless"], "reset": ["--set", "train.state_reset=1"],
+            "carried": ["--set", "train.state_reset=0"]}
     losses = {}
     for name, extra in runs.items():
         assert train_cli(*tiny_args(videos, tmp_path / name, *common, *extra)).exit_code == 0
