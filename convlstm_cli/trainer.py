@@ -237,7 +237,9 @@ class Trainer:
             return chunks
         g = torch.Generator().manual_seed(key_seed((t.seed, self.info.rank, self.step_count, 1)))
         (inputs, targets, reset), rest = chunks[0], chunks[1:]
-        drawn = (torch.rand(inputs.shape[0], generator=g) < t.state_reset).to(reset.device)
+        # Non-blocking, as StreamState.reset moves its mask: a blocking copy to a GPU would wait for
+        # the device every step.
+        drawn = (torch.rand(inputs.shape[0], generator=g) < t.state_reset).to(reset.device, non_blocking=True)
         return [(inputs, targets, reset | drawn)] + rest
 
     def _blackout(self, chunks: list) -> list:

@@ -13,13 +13,13 @@ loss on the ordinary frames in the first group with it.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from convlstm_cli.checkpoint import load_model
+from convlstm_cli.compare import memory_mask
 from convlstm_cli.data.video import iter_frames
 from convlstm_cli.metrics import psnr
 from convlstm_cli.predict.streaming import stream_predict, window_predict
@@ -38,14 +38,16 @@ def per_frame_psnr(chunks) -> dict[int, float]:
 
 def split(path: Path, stateful, stateless, window: int) -> dict[str, list[tuple[float, float]]]:
     """One video's (streamed, window) PSNR pairs per group."""
-    memory = json.loads(path.with_suffix(".json").read_text())["memory"]
+    memory = memory_mask(path)  # the ground truth `convlstm eval` reads
+    if memory is None:
+        raise SystemExit(f"{path.with_suffix('.json')}: no memory flags (make-data --scene occlusion or reveal)")
     d = stateful.config.data
     frames = list(iter_frames(path, d.hw(), d.channels, resize=d.resize))
     a = per_frame_psnr(stream_predict(stateful.model, frames))
     b = per_frame_psnr(window_predict(stateless.model, frames, window))
     out = {g: [] for g in GROUPS}
     for t in sorted(set(a) & set(b)):
-        group = "memory" if memory[t] else GROUPS[0] if t <= window else GROUPS[1]
+        group = "memory" if memory[t] else "first frames" if t <= window else "other ordinary"
         out[group].append((a[t], b[t]))
     return out
 

@@ -206,7 +206,6 @@ def test_eval_command_and_predict_stateless_window(tiny_run, tmp_path):
     assert "stateless window" in " ".join(r.output.split())
 
 
-
 def test_memory_split_script_agrees_with_eval(tiny_run):
     """scripts/memory_split.py's groups, pooled, give `convlstm eval`'s streamed and window figures."""
     import importlib.util
