@@ -17,7 +17,10 @@
 #                                                   another training seed: stateless-mse-s1 d1-mse-s1,
 #                                                   the forget gate's bias 3: d1-mse-fb3, and
 #                                                   cold starts: d1-mse-r12 d1-mse-r25
-#                                                   d1-mse-r12-s1)
+#                                                   d1-mse-r12-s1, with 16 frames of truncation:
+#                                                   d2b4-mse-r12 d2b4-mse-r12-s1 d2b4-mse-r12-s2
+#                                                   d2b4-mse-r25 d2b4-mse-r25-s1, and a third seed:
+#                                                   stateless-mse-s2 d1-mse-r12-s2)
 #
 # TRAIN_VIDEOS (default 24) sets how many training videos make-data writes (the same 8 test videos).
 # SCENE=reveal makes the other memory scene instead (a bar sweeps over a still scene; what it
@@ -98,6 +101,15 @@ for row in ${rows[*]}; do
     d1-mse-r12) run d1-mse-r12 --set train.loss=mse --set train.state_reset=0.125 ;;
     d1-mse-r25) run d1-mse-r25 --set train.loss=mse --set train.state_reset=0.25 ;;
     d1-mse-r12-s1) run d1-mse-r12-s1 --set train.loss=mse --set train.state_reset=0.125 --seed 1 ;;
+    # the same with 16 frames of truncation on 4 lanes (the same frames per update)
+    d2b4-mse-r12) run d2b4-mse-r12 --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 ;;
+    d2b4-mse-r12-s1) run d2b4-mse-r12-s1 --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 --seed 1 ;;
+    d2b4-mse-r25) run d2b4-mse-r25 --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.25 ;;
+    d2b4-mse-r25-s1) run d2b4-mse-r25-s1 --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.25 --seed 1 ;;
+    # a third training seed: the baseline, the 16-frame recipe, the shipped one
+    stateless-mse-s2) run stateless-mse-s2 --stateless --set train.loss=mse --seed 2 ;;
+    d2b4-mse-r12-s2) run d2b4-mse-r12-s2 --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 --seed 2 ;;
+    d1-mse-r12-s2) run d1-mse-r12-s2 --set train.loss=mse --set train.state_reset=0.125 --seed 2 ;;
     # the forget gate's initial bias 3 (quickstart 1): sigmoid(3) = 0.95 holds a cell 16 frames at 0.44
     d1-mse-fb3) run d1-mse-fb3 --set train.loss=mse --set model.forget_bias=3 ;;
     d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;
