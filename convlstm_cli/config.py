@@ -93,6 +93,7 @@ class TrainConfig:
     blackout_region: str = "frame"  # frame | band (a vertical band of the frame; see convlstm_cli.blackout)
     blackout_fill: str = "freeze"  # freeze (the lane's last shown frame) | noise | black
     state_reset: float = 0.125  # share of lanes that start each step from zero state mid-video (cold starts)
+    state_reset_at: str = "step"  # step | chunk: draw cold starts at each step's start, or at every chunk's
     dense_loss: bool = True  # also supervise the one-step prediction from every frame of a chunk
     ema: float = 0.995  # keep an average of the weights with this decay (0: off) for validation and predict
     stateless: bool = False  # reset the state every chunk (for comparison with stateful training)
@@ -484,6 +485,7 @@ CHOICES = {
     "train.compile_mode": COMPILE_MODES,
     "train.blackout_region": REGIONS,
     "train.blackout_fill": FILLS,
+    "train.state_reset_at": ("step", "chunk"),
     "data.resize": ("crop", "pad", "stretch"),
     "data.val_split": ("auto", "videos", "tail"),
     "data.layout": ("auto", "TNHW", "NTHW", "NTCHW", "NTHWC", "THW", "TCHW", "THWC"),

@@ -224,23 +224,32 @@ class Trainer:
         return loss
 
     def _cold_starts(self, chunks: list) -> list:
-        """`train.state_reset`: zero the carried state of a random share of lanes at this step's start.
+        """`train.state_reset`: zero the carried state of a random share of lanes at this step's start
+        (`train.state_reset_at: step`) or at the start of each of its chunks (`chunk`).
 
         Why: a streamed video starts from zero state, and so does every window of a stateless model;
         a stateful recipe otherwise meets a zero state once per video (1 chunk in 15 of a 120-frame
         video), and measured 0.6 dB below the stateless model on a held-out video's first 8 frames
-        (README, Memory). The reset comes at a truncation boundary, where the state is detached
-        anyway; the draw depends only on (seed, rank, step), so a resumed run draws the same lanes.
+        (README, Memory). At a step's start the state is detached anyway; inside a step (`chunk`,
+        with `detach_every` > 1) a cold lane's gradient stops there, as at a new video, so a lane
+        meets a zero state as often per chunk as with one-chunk steps. The draw depends only on
+        (seed, rank, step, chunk), so a resumed run draws the same lanes.
         """
         t = self.cfg.train
         if t.state_reset <= 0 or t.stateless:
             return chunks
-        g = torch.Generator().manual_seed(key_seed((t.seed, self.info.rank, self.step_count, 1)))
-        (inputs, targets, reset), rest = chunks[0], chunks[1:]
-        # Non-blocking, as StreamState.reset moves its mask: a blocking copy to a GPU would wait for
-        # the device every step.
-        drawn = (torch.rand(inputs.shape[0], generator=g) < t.state_reset).to(reset.device, non_blocking=True)
-        return [(inputs, targets, reset | drawn)] + rest
+        out = list(chunks)
+        for k in range(len(chunks) if t.state_reset_at == "chunk" else 1):
+            # (…, 1) for the first chunk: the key one-chunk steps always had (README rows reproduce)
+            key = (t.seed, self.info.rank, self.step_count, 1) + ((k,) if k else ())
+            g = torch.Generator().manual_seed(key_seed(key))
+            inputs, targets, reset = out[k]
+            # Non-blocking, as StreamState.reset moves its mask: a blocking copy to a GPU would wait
+            # for the device every step.
+            drawn = torch.rand(inputs.shape[0], generator=g) < t.state_reset
+            drawn = drawn.to(inputs.device if reset is None else reset.device, non_blocking=True)
+            out[k] = (inputs, targets, drawn if reset is None else reset | drawn)
+        return out
 
     def _blackout(self, chunks: list) -> list:
         """Observation dropout (`train.blackout`) over the step's chunks in a row, inputs only (the

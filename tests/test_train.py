@@ -384,6 +384,36 @@ def test_state_is_carried_reset_per_lane_or_dropped(videos, tmp_path, mode):
         assert cold >= 3 if mode == "state_reset" else cold == 0, cold
 
 
+def zero_lanes(state) -> list[bool]:
+    """Per lane: is every level's (h, c) exactly zero?"""
+    return [all(bool((t[lane] == 0).all()) for hc in state for t in hc) for lane in range(state.batch_size)]
+
+
+def test_cold_starts_inside_a_step_at_every_chunk(videos, tmp_path):
+    """state_reset_at: chunk also zeroes lanes at a two-chunk step's second chunk (step: only at its
+    first), and draws the first chunk's lanes as step does (the same key), so one-chunk steps train
+    exactly as before."""
+    masks = {}
+    for at in ("step", "chunk"):
+        tr = make_trainer(videos, tmp_path / at, "train.detach_every=2", "data.batch_size=3",
+                          "train.state_reset=0.5", f"train.state_reset_at={at}")
+        seen = record_states(tr)
+        stream = iter(tr.streamer)
+        firsts, cold_inside = [], 0
+        for k in range(8):
+            a, b = next(stream), next(stream)
+            tr.step([a, b])
+            if k == 0:
+                continue  # the first chunk of a run has no state yet
+            firsts.append(zero_lanes(seen[2 * k]))
+            switched = b.reset.tolist()
+            cold_inside += sum(z and not r for z, r in zip(zero_lanes(seen[2 * k + 1]), switched))
+        tr.streamer.close()
+        masks[at] = (firsts, cold_inside)
+    assert masks["step"][1] == 0 and masks["chunk"][1] >= 2, masks
+    assert masks["step"][0] == masks["chunk"][0] and any(any(f) for f in masks["step"][0])
+
+
 def test_state_reset_of_every_lane_trains_as_stateless(videos, tmp_path):
     """train.state_reset=1 zeroes every lane's state at every step: the losses of --stateless, and
     not those of the carried state (which this comparison would otherwise not tell apart)."""
