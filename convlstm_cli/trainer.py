@@ -232,7 +232,8 @@ class Trainer:
         video), and measured 0.6 dB below the stateless model on a held-out video's first 8 frames
         (README, Memory). At a step's start the state is detached anyway; inside a step (`chunk`,
         with `detach_every` > 1) a cold lane's gradient stops there, as at a new video, so a lane
-        meets a zero state as often per chunk as with one-chunk steps. The draw depends only on
+        meets a zero state as often per chunk as with one-chunk steps (on the reveal scene that was
+        no better: README, Memory). The draw depends only on
         (seed, rank, step, chunk), so a resumed run draws the same lanes.
         """
         t = self.cfg.train

@@ -23,7 +23,7 @@
 #                                                   stateless-mse-s2 d1-mse-r12-s2, and cold starts
 #                                                   at every chunk of a step: d2b4-mse-r12c
 #                                                   d2b4-mse-r12c-s1, and 8 frames on 4 lanes in
-#                                                   twice the updates: d1b4-mse-r12)
+#                                                   twice the updates: d1b4-mse-r12 stateless-mse-b4)
 #
 # TRAIN_VIDEOS (default 24) sets how many training videos make-data writes (the same 8 test videos).
 # SCENE=reveal makes the other memory scene instead (a bar sweeps over a still scene; what it
@@ -118,6 +118,7 @@ for row in ${rows[*]}; do
     d2b4-mse-r12c-s1) run d2b4-mse-r12c-s1 --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 --set train.state_reset_at=chunk --seed 1 ;;
     # 8 frames on 4 lanes: 32 frames an update, so 2 × STEPS updates (the same frames)
     d1b4-mse-r12) MAX_STEPS=$(( steps * 2 )) run d1b4-mse-r12 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 ;;
+    stateless-mse-b4) MAX_STEPS=$(( steps * 2 )) run stateless-mse-b4 --stateless --set data.batch_size=4 --set train.loss=mse ;;
     # the forget gate's initial bias 3 (quickstart 1): sigmoid(3) = 0.95 holds a cell 16 frames at 0.44
     d1-mse-fb3) run d1-mse-fb3 --set train.loss=mse --set model.forget_bias=3 ;;
     d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;
