@@ -233,8 +233,8 @@ class Trainer:
         (README, Memory). At a step's start the state is detached anyway; inside a step (`chunk`,
         with `detach_every` > 1) a cold lane's gradient stops there, as at a new video, so a lane
         meets a zero state as often per chunk as with one-chunk steps (on the reveal scene that was
-        no better: README, Memory). The draw depends only on
-        (seed, rank, step, chunk), so a resumed run draws the same lanes.
+        no better: README, Memory). The draw depends only on (seed, rank, step, chunk), so a resumed
+        run draws the same lanes.
         """
         t = self.cfg.train
         if t.state_reset <= 0 or t.stateless:
@@ -247,9 +247,8 @@ class Trainer:
             inputs, targets, reset = out[k]
             # Non-blocking, as StreamState.reset moves its mask: a blocking copy to a GPU would wait
             # for the device every step.
-            drawn = torch.rand(inputs.shape[0], generator=g) < t.state_reset
-            drawn = drawn.to(inputs.device if reset is None else reset.device, non_blocking=True)
-            out[k] = (inputs, targets, drawn if reset is None else reset | drawn)
+            drawn = (torch.rand(inputs.shape[0], generator=g) < t.state_reset).to(reset.device, non_blocking=True)
+            out[k] = (inputs, targets, reset | drawn)
         return out
 
     def _blackout(self, chunks: list) -> list:

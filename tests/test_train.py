@@ -354,6 +354,11 @@ def record_live_states(tr):
     return seen
 
 
+def zero_lanes(state) -> list[bool]:
+    """Per lane: is every level's (h, c) exactly zero?"""
+    return [all(bool((t[lane] == 0).all()) for hc in state for t in hc) for lane in range(state.batch_size)]
+
+
 @pytest.mark.parametrize("mode", ["carried", "stateless", "state_reset"])
 def test_state_is_carried_reset_per_lane_or_dropped(videos, tmp_path, mode):
     sets = {"carried": ["train.state_reset=0"], "stateless": ["train.stateless=true"],
@@ -368,12 +373,12 @@ def test_state_is_carried_reset_per_lane_or_dropped(videos, tmp_path, mode):
     tr.streamer.close()
     switches, cold, carried = 0, 0, 0
     for k in range(1, len(batches)):
+        zeros = zero_lanes(seen[k])
         if mode == "stateless":  # every chunk starts from zeros, whatever the lane did before
-            assert all(bool((t == 0).all()) for hc in seen[k] for t in hc)
+            assert all(zeros)
             continue
-        h = seen[k][0][0]
         for lane in range(3):
-            zero, reset = bool((h[lane] == 0).all()), bool(batches[k].reset[lane])
+            zero, reset = zeros[lane], bool(batches[k].reset[lane])
             # A new video always starts from zeros; with state_reset, so does a share of the others.
             assert zero == reset or (mode == "state_reset" and zero), (k, lane)
             switches += reset
@@ -382,11 +387,6 @@ def test_state_is_carried_reset_per_lane_or_dropped(videos, tmp_path, mode):
     if mode != "stateless":
         assert switches >= 1 and carried >= 10, (switches, carried)
         assert cold >= 3 if mode == "state_reset" else cold == 0, cold
-
-
-def zero_lanes(state) -> list[bool]:
-    """Per lane: is every level's (h, c) exactly zero?"""
-    return [all(bool((t[lane] == 0).all()) for hc in state for t in hc) for lane in range(state.batch_size)]
 
 
 def test_cold_starts_inside_a_step_at_every_chunk(videos, tmp_path):
