@@ -23,7 +23,9 @@
 #                                                   stateless-mse-s2 d1-mse-r12-s2, and cold starts
 #                                                   at every chunk of a step: d2b4-mse-r12c
 #                                                   d2b4-mse-r12c-s1, and 8 frames on 4 lanes in
-#                                                   twice the updates: d1b4-mse-r12 stateless-mse-b4)
+#                                                   twice the updates: d1b4-mse-r12 stateless-mse-b4
+#                                                   d1b4-mse-r12-s1 stateless-mse-b4-s1
+#                                                   d1b4-mse-r12-s2 stateless-mse-b4-s2)
 #
 # TRAIN_VIDEOS (default 24) sets how many training videos make-data writes (the same 8 test videos).
 # SCENE=reveal makes the other memory scene instead (a bar sweeps over a still scene; what it
@@ -35,7 +37,8 @@
 # The rows use the Charbonnier loss, as the earlier rows of this table did (the -mse rows: MSE, the
 # shipped default), and no cold starts (train.state_reset 0; the -r12 and -r25 rows: 1/8 and 1/4);
 # the -hard rows add the mean |error| of each frame's worst 1 % of pixels, weighted 0.1
-# (train.hard_pixels, train.hard_weight).
+# (train.hard_pixels, train.hard_weight). Every row runs 8 lanes (data.batch_size 8, the quickstart
+# default when these rows were run; quickstart now has 4) unless it sets its own.
 set -euo pipefail
 out="${1:-memory}"; steps="${2:-1800}"; shift $(( $# > 2 ? 2 : $# ))
 rows=("${@:-stateless d1 d2b4 d4b2}")
@@ -48,7 +51,7 @@ run() {  # NAME [train flags]
   local start=$(date +%s)
   python -m convlstm_cli train "$out/train" --config quickstart --out "$out/$name" --max-steps "${MAX_STEPS:-$steps}" \
     --set train.eval_every=200 --set train.tensorboard=false \
-    --set train.loss=charbonnier --set train.state_reset=0 --set data.cache=true "$@" > "$out/$name.log" 2>&1
+    --set train.loss=charbonnier --set train.state_reset=0 --set data.batch_size=8 --set data.cache=true "$@" > "$out/$name.log" 2>&1
   echo "$name: $(( $(date +%s) - start )) s"
   python -m convlstm_cli eval "$out/$name" "$out/test" --window 8 --json "$out/$name/eval.json"
 }
@@ -119,6 +122,10 @@ for row in ${rows[*]}; do
     # 8 frames on 4 lanes: 32 frames an update, so 2 × STEPS updates (the same frames)
     d1b4-mse-r12) MAX_STEPS=$(( steps * 2 )) run d1b4-mse-r12 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 ;;
     stateless-mse-b4) MAX_STEPS=$(( steps * 2 )) run stateless-mse-b4 --stateless --set data.batch_size=4 --set train.loss=mse ;;
+    d1b4-mse-r12-s1) MAX_STEPS=$(( steps * 2 )) run d1b4-mse-r12-s1 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 --seed 1 ;;
+    stateless-mse-b4-s1) MAX_STEPS=$(( steps * 2 )) run stateless-mse-b4-s1 --stateless --set data.batch_size=4 --set train.loss=mse --seed 1 ;;
+    d1b4-mse-r12-s2) MAX_STEPS=$(( steps * 2 )) run d1b4-mse-r12-s2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 --seed 2 ;;
+    stateless-mse-b4-s2) MAX_STEPS=$(( steps * 2 )) run stateless-mse-b4-s2 --stateless --set data.batch_size=4 --set train.loss=mse --seed 2 ;;
     # the forget gate's initial bias 3 (quickstart 1): sigmoid(3) = 0.95 holds a cell 16 frames at 0.44
     d1-mse-fb3) run d1-mse-fb3 --set train.loss=mse --set model.forget_bias=3 ;;
     d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;
