@@ -39,6 +39,8 @@
 # the -hard rows add the mean |error| of each frame's worst 1 % of pixels, weighted 0.1
 # (train.hard_pixels, train.hard_weight). Every row runs 8 lanes (data.batch_size 8, the quickstart
 # default when these rows were run; quickstart now has 4) unless it sets its own.
+# Any row with -sN appended (d1-mse-r12-s2) is that row from training seed N (--seed N: model init
+# and video order), in its own run directory.
 set -euo pipefail
 out="${1:-memory}"; steps="${2:-1800}"; shift $(( $# > 2 ? 2 : $# ))
 rows=("${@:-stateless d1 d2b4 d4b2}")
@@ -46,17 +48,21 @@ mkdir -p "$out"
 scene="${SCENE:-occlusion}"
 [ -d "$out/train" ] || python -m convlstm_cli make-data "$out/train" --scene "$scene" --num "${TRAIN_VIDEOS:-24}" --frames 120 --hidden 16 --seed 0
 [ -d "$out/test" ] || python -m convlstm_cli make-data "$out/test" --scene "$scene" --num 8 --frames 160 --hidden 16 --seed 1
-run() {  # NAME [train flags]
-  local name="$1"; shift
+run() {  # NAME [train flags]; a row NAME-sN is row NAME with --seed N (its model init and video order)
+  local name="$1$suffix"; shift
   local start=$(date +%s)
   python -m convlstm_cli train "$out/train" --config quickstart --out "$out/$name" --max-steps "${MAX_STEPS:-$steps}" \
     --set train.eval_every=200 --set train.tensorboard=false \
-    --set train.loss=charbonnier --set train.state_reset=0 --set data.batch_size=8 --set data.cache=true "$@" > "$out/$name.log" 2>&1
+    --set train.loss=charbonnier --set train.state_reset=0 --set data.batch_size=8 --set data.cache=true "$@" ${seed[@]+"${seed[@]}"} > "$out/$name.log" 2>&1
   echo "$name: $(( $(date +%s) - start )) s"
   python -m convlstm_cli eval "$out/$name" "$out/test" --window 8 --json "$out/$name/eval.json"
 }
 for row in ${rows[*]}; do
-  case "$row" in
+  base="$row" suffix="" seed=()
+  if [[ "$row" =~ ^(.+)(-s([0-9]+))$ ]]; then
+    base="${BASH_REMATCH[1]}" suffix="${BASH_REMATCH[2]}" seed=(--seed "${BASH_REMATCH[3]}")
+  fi
+  case "$base" in
     stateless) run stateless --stateless ;;
     d1) run d1 ;;                                                               # 8 lanes × 8 frames
     d2b4) run d2b4 --set train.detach_every=2 --set data.batch_size=4 ;;        # 4 lanes × 16 frames
@@ -100,32 +106,17 @@ for row in ${rows[*]}; do
     # twice the quickstart learning rate (0.006): does converging sooner leave room for the memory?
     stateless-mse-lr6) run stateless-mse-lr6 --stateless --set train.loss=mse --set train.lr=0.006 ;;
     d1-mse-lr6) run d1-mse-lr6 --set train.loss=mse --set train.lr=0.006 ;;
-    # the same two recipes from another training seed (model init, video order): how far a margin holds
-    stateless-mse-s1) run stateless-mse-s1 --stateless --set train.loss=mse --seed 1 ;;
-    d1-mse-s1) run d1-mse-s1 --set train.loss=mse --seed 1 ;;
     # cold starts: a share of lanes starts each step from zero state mid-video (train.state_reset)
     d1-mse-r12) run d1-mse-r12 --set train.loss=mse --set train.state_reset=0.125 ;;
     d1-mse-r25) run d1-mse-r25 --set train.loss=mse --set train.state_reset=0.25 ;;
-    d1-mse-r12-s1) run d1-mse-r12-s1 --set train.loss=mse --set train.state_reset=0.125 --seed 1 ;;
     # the same with 16 frames of truncation on 4 lanes (the same frames per update)
     d2b4-mse-r12) run d2b4-mse-r12 --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 ;;
-    d2b4-mse-r12-s1) run d2b4-mse-r12-s1 --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 --seed 1 ;;
     d2b4-mse-r25) run d2b4-mse-r25 --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.25 ;;
-    d2b4-mse-r25-s1) run d2b4-mse-r25-s1 --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.25 --seed 1 ;;
-    # a third training seed: the baseline, the 16-frame recipe, the shipped one
-    stateless-mse-s2) run stateless-mse-s2 --stateless --set train.loss=mse --seed 2 ;;
-    d2b4-mse-r12-s2) run d2b4-mse-r12-s2 --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 --seed 2 ;;
-    d1-mse-r12-s2) run d1-mse-r12-s2 --set train.loss=mse --set train.state_reset=0.125 --seed 2 ;;
     # cold starts drawn at each chunk of a two-chunk step, not only at its first (train.state_reset_at)
     d2b4-mse-r12c) run d2b4-mse-r12c --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 --set train.state_reset_at=chunk ;;
-    d2b4-mse-r12c-s1) run d2b4-mse-r12c-s1 --set train.detach_every=2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 --set train.state_reset_at=chunk --seed 1 ;;
     # 8 frames on 4 lanes: 32 frames an update, so 2 × STEPS updates (the same frames)
     d1b4-mse-r12) MAX_STEPS=$(( steps * 2 )) run d1b4-mse-r12 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 ;;
     stateless-mse-b4) MAX_STEPS=$(( steps * 2 )) run stateless-mse-b4 --stateless --set data.batch_size=4 --set train.loss=mse ;;
-    d1b4-mse-r12-s1) MAX_STEPS=$(( steps * 2 )) run d1b4-mse-r12-s1 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 --seed 1 ;;
-    stateless-mse-b4-s1) MAX_STEPS=$(( steps * 2 )) run stateless-mse-b4-s1 --stateless --set data.batch_size=4 --set train.loss=mse --seed 1 ;;
-    d1b4-mse-r12-s2) MAX_STEPS=$(( steps * 2 )) run d1b4-mse-r12-s2 --set data.batch_size=4 --set train.loss=mse --set train.state_reset=0.125 --seed 2 ;;
-    stateless-mse-b4-s2) MAX_STEPS=$(( steps * 2 )) run stateless-mse-b4-s2 --stateless --set data.batch_size=4 --set train.loss=mse --seed 2 ;;
     # the forget gate's initial bias 3 (quickstart 1): sigmoid(3) = 0.95 holds a cell 16 frames at 0.44
     d1-mse-fb3) run d1-mse-fb3 --set train.loss=mse --set model.forget_bias=3 ;;
     d4b2-hard) run d4b2-hard --set train.detach_every=4 --set data.batch_size=2 --set train.hard_pixels=0.01 ;;
