@@ -148,7 +148,7 @@ def evaluate_folder(checkpoint, data_dir, window: int | None = None, tail: float
     """
     from convlstm_cli.checkpoint import load_model
     from convlstm_cli.data.probe import probe_videos
-    from convlstm_cli.device import resolve_device, resolve_precision
+    from convlstm_cli.device import fallback_note, resolve_device, resolve_precision
     from convlstm_cli.errors import InputError
 
     bad = [m for m in modes if m not in MODES]
@@ -171,7 +171,8 @@ def evaluate_folder(checkpoint, data_dir, window: int | None = None, tail: float
     memory = next((r.get("memory", {}).get("frames", 0) for r in report.values()), 0)
     return {"checkpoint": str(loaded.path), "checkpoint_step": loaded.step, "data": str(data_dir),
             "videos": len(videos), "frames": frames, "memory_frames": memory, "window": window,
-            "context": d.context, "tail": tail, "device": str(dev), "precision": prec, "modes": report}
+            "context": d.context, "tail": tail, "device": str(dev), "precision": prec, "modes": report,
+            "notes": [f"{note}: ran in fp32" for note in [fallback_note(precision, prec, dev)] if note]}
 
 
 def delta_text(v: float | None) -> str:

@@ -29,12 +29,26 @@ def _cpu_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         pass
+    isa = cpu_isa()
+    return isa["avx512_bf16"] or isa["amx_bf16"]
+
+
+def cpu_isa() -> dict:
+    """The CPU's matrix and vector extensions that decide bf16 speed, and a one-line summary.
+
+    AMX (Sapphire Rapids and later Xeons) multiplies bf16 tiles in dedicated units: several times the
+    fp32 rate. avx512_bf16 without AMX (e.g. AMD Zen 4) does twice the fp32 rate. Without either,
+    bf16 is emulated and no faster.
+    """
     try:
         with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
     except OSError:
-        return False
+        flags = []
+    have = {name: name in flags for name in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")}
+    summary = ("AMX-BF16" if have["amx_bf16"] else "AVX512-BF16, no AMX" if have["avx512_bf16"]
+               else "AVX-512, no bf16" if have["avx512f"] else "AVX2" if have["avx2"] else "unknown")
+    return {**have, "summary": summary}
 
 
 def bf16_supported(device: torch.device | str) -> bool:
@@ -55,6 +69,19 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "fp32":
         return "fp32"
     return "bf16" if bf16_supported(device) else "fp32"
+
+
+def fallback_note(asked: str, resolved: str, device: torch.device) -> str | None:
+    """Why an explicit ``bf16`` runs in fp32 here, in a few words; None when nothing fell back.
+
+    `resolve_precision` falls back silently (a config written for a bf16 machine still runs); the
+    run's header and predict's notes say so, since bf16 emulated would be slower than fp32, not faster.
+    """
+    if asked.lower() != "bf16" or resolved == "bf16":
+        return None
+    if torch.device(device).type == "cpu":
+        return f"bf16 asked, but this CPU ({cpu_isa()['summary']}) has no native bf16"
+    return f"bf16 asked, but {torch.device(device)} does not support it"
 
 
 def resolve_compile(compile: bool | str, device: torch.device) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from convlstm_cli import checkpoint, distributed
 from convlstm_cli.config import RunConfig, dump_yaml
 from convlstm_cli.data.window import Window
-from convlstm_cli.device import resolve_device
+from convlstm_cli.device import fallback_note, resolve_device
 from convlstm_cli.errors import InputError
 from convlstm_cli.runlog import RunLog, truncate_metrics
 from convlstm_cli.trainer import RunResult, Trainer, TrainingDiverged
@@ -145,9 +145,11 @@ def train(video_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
             log.print(f"resumed {resume.path} at step {trainer.step_count} ({note})")
             if info.is_main:
                 truncate_metrics(run_dir / "metrics.jsonl", trainer.step_count)
+        fell_back = fallback_note(cfg.train.precision, trainer.precision, trainer.device)
         log.print(
             f"training on {len(train_videos)} videos ({len(val_videos)} for validation), device "
-            f"{trainer.device.type}, precision {trainer.precision}, {info.world_size} process(es) → {run_dir}"
+            f"{trainer.device.type}, precision {trainer.precision}{f' ({fell_back})' if fell_back else ''}, "
+            f"{info.world_size} process(es) → {run_dir}"
         )
         result = trainer.run(video_dir)
         clean = True

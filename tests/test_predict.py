@@ -219,6 +219,20 @@ def test_bf16_where_supported_stays_close_to_fp32(run_dir, clip):
     assert bf16.baseline.means() == fp32.baseline.means()  # the baseline never touches the model
 
 
+def test_bf16_without_native_support_is_a_note(run_dir, clip, monkeypatch):
+    import convlstm_cli.device as dev
+    from convlstm_cli.compare import evaluate_folder
+
+    monkeypatch.setattr(dev, "bf16_supported", lambda device: False)
+    kw = dict(device="cpu", max_frames=8, horizon=1)
+    result = predict_clip(clip, run_dir, None, precision="bf16", **kw)
+    assert result.precision == "fp32"
+    assert [n for n in result.notes if "no native bf16: ran in fp32" in n], result.notes
+    assert not [n for n in predict_clip(clip, run_dir, None, precision="auto", **kw).notes if "bf16" in n]
+    report = evaluate_folder(run_dir, clip.parent, precision="bf16", modes=("stateful",), chunk=7)
+    assert report["precision"] == "fp32" and report["notes"] and "no native bf16" in report["notes"][0]
+
+
 def _bad_inputs(tmp: Path, clip: Path, run_dir: Path) -> dict[str, tuple[list[str], str]]:
     (tmp / "text.mp4").write_text("not a video")
     one = write_video(tmp / "one.mp4", shapes_frames(np.random.default_rng(5), 1, SIZE, 1), fps=10)

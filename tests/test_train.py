@@ -214,6 +214,25 @@ def test_compile_auto_means_on_a_gpu_only(videos, tmp_path):
     assert tr.compiled is False and getattr(tr.net, "model", tr.net) is tr.model
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_asked_without_native_bf16_runs_fp32_and_says_why(videos, tmp_path, monkeypatch, native):
+    # Both outcomes on any CPU: the machine's answer is replaced, and asking bf16 on a CPU without
+    # it must train in fp32 (emulated bf16 is slower, not faster) and say so in the run's header.
+    import convlstm_cli.device as dev
+
+    monkeypatch.setattr(dev, "bf16_supported", lambda device: native)
+    out = tmp_path / "run"
+    r = train_cli(*tiny_args(videos, out, "--max-steps", "1", "--set", "train.precision=bf16"))
+    assert r.exit_code == 0, r.output
+    header = " ".join(r.output.split())  # rich wraps long lines
+    if native:
+        assert "precision bf16," in header and "no native bf16" not in header
+    else:
+        assert f"precision fp32 (bf16 asked, but this CPU ({dev.cpu_isa()['summary']}) has no native bf16)" in header
+    assert dev.fallback_note("auto", "fp32", torch.device("cpu")) is None  # only an explicit bf16 is news
+    assert "does not support it" in dev.fallback_note("bf16", "fp32", torch.device("cuda"))
+
+
 def test_reduce_overhead_means_cuda_graphs_only_on_cuda(videos, tmp_path):
     # On the CPU there are no CUDA graphs to replay: the mode falls back to a plain compile and the
     # step neither marks graph iterations nor copies the state.

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from convlstm_cli.bench.setups import fp32_math
 from convlstm_cli.bench.timing import time_calls
-from convlstm_cli.device import bf16_supported
+from convlstm_cli.device import bf16_supported, cpu_isa
 
 
 def cpu_name() -> str:
@@ -34,24 +34,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def cpu_isa() -> dict:
-    """The CPU's matrix and vector extensions that decide bf16 speed, and a one-line summary.
-
-    AMX (Sapphire Rapids and later Xeons) multiplies bf16 tiles in dedicated units: several times the
-    fp32 rate. avx512_bf16 without AMX (e.g. AMD Zen 4) does twice the fp32 rate. Without either,
-    bf16 is emulated and no faster.
-    """
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    have = {name: name in flags for name in ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")}
-    summary = ("AMX-BF16" if have["amx_bf16"] else "AVX512-BF16, no AMX" if have["avx512_bf16"]
-               else "AVX-512, no bf16" if have["avx512f"] else "AVX2" if have["avx2"] else "unknown")
-    return {**have, "summary": summary}
 
 
 def machine_facts(device: torch.device) -> dict:

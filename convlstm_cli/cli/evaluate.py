@@ -63,6 +63,8 @@ def eval_command(
                                  precision=precision, chunk=chunk,
                                  progress=lambda name: err.print(f"[dim]scoring {name}[/dim]") if err.is_terminal else None)
         Console().print(table(report))
+        for note in report["notes"]:
+            err.print(f"[yellow]note:[/] {note}")
         if json_path is not None:
             atomic.write_text(json_path, json.dumps(jsonsafe.clean(report), indent=1) + "\n")
             typer.echo(f"wrote {json_path}")
