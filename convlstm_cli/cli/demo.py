@@ -17,7 +17,7 @@ def demo_command(
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
     num: Annotated[int, typer.Option(help="Number of training videos to generate.")] = 24,
 ) -> None:
-    """Generate moving-shapes videos, train 2–3 minutes on a 2-core CPU, predict a held-out clip (GIF + table)."""
+    """Generate moving-shapes videos, train (2-8 minutes on a 2-core CPU), predict a held-out clip (GIF + table)."""
     from convlstm_cli.config import load_config
     from convlstm_cli.demo import run_demo
 
