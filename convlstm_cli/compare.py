@@ -148,7 +148,7 @@ def evaluate_folder(checkpoint, data_dir, window: int | None = None, tail: float
     """
     from convlstm_cli.checkpoint import load_model
     from convlstm_cli.data.probe import probe_videos
-    from convlstm_cli.device import fallback_note, resolve_device, resolve_precision
+    from convlstm_cli.device import fallback_notes, resolve_device, resolve_precision
     from convlstm_cli.errors import InputError
 
     bad = [m for m in modes if m not in MODES]
@@ -172,7 +172,7 @@ def evaluate_folder(checkpoint, data_dir, window: int | None = None, tail: float
     return {"checkpoint": str(loaded.path), "checkpoint_step": loaded.step, "data": str(data_dir),
             "videos": len(videos), "frames": frames, "memory_frames": memory, "window": window,
             "context": d.context, "tail": tail, "device": str(dev), "precision": prec, "modes": report,
-            "notes": [f"{note}: ran in fp32" for note in [fallback_note(precision, prec, dev)] if note]}
+            "notes": fallback_notes(precision, prec, dev)}
 
 
 def delta_text(v: float | None) -> str:

@@ -84,6 +84,12 @@ def fallback_note(asked: str, resolved: str, device: torch.device) -> str | None
     return f"bf16 asked, but {torch.device(device)} does not support it"
 
 
+def fallback_notes(asked: str, resolved: str, device: torch.device) -> list[str]:
+    """`fallback_note` as the notes predict and eval report after a run: [] or one line."""
+    note = fallback_note(asked, resolved, device)
+    return [f"{note}: ran in fp32"] if note else []
+
+
 def resolve_compile(compile: bool | str, device: torch.device) -> bool:
     """train.compile: 'auto' → torch.compile on a GPU only; true/false as given.
 

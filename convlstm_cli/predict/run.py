@@ -25,7 +25,7 @@ import torch
 
 from convlstm_cli import jsonsafe
 from convlstm_cli.checkpoint import LoadedModel, load_model
-from convlstm_cli.device import autocast, fallback_note, resolve_device, resolve_precision
+from convlstm_cli.device import autocast, fallback_notes, resolve_device, resolve_precision
 from convlstm_cli.errors import InputError, VideoError
 from convlstm_cli.metrics import MetricAccumulator
 from convlstm_cli.predict.outputs import ClipSource, PredictionOutputs, open_clip, to_uint8
@@ -236,10 +236,7 @@ def predict_clip(
     loaded = resolve_model(checkpoint, dev)
     source = open_clip(clip, loaded.config, max_frames)
     plan = make_plan(clip, loaded, source, context, horizon, dev, precision, stateless_window)
-    result = PredictResult(plan, notes=list(source.notes))
-    fell_back = fallback_note(precision, plan.precision, dev)
-    if fell_back:
-        result.notes.append(f"{fell_back}: ran in fp32")
+    result = PredictResult(plan, notes=list(source.notes) + fallback_notes(precision, plan.precision, dev))
     outputs = PredictionOutputs(out_dir, source, video=video, gif=gif, png=png, gif_max_frames=gif_max_frames,
                                 error_gain=error_gain, pred_label="forecast" if context else "prediction t+1")
     run = _run_forecast if context else _run_stream
