@@ -127,6 +127,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     from convlstm_cli.data import sources
 
     sources.configure(cfg.data.layout, cfg.data.range)  # arrays are read as the model was trained on them
-    if cfg.train.channels_last:  # run in the layout it was trained in (fp32 on a CPU: ~25 % faster)
+    if cfg.train.channels_last:  # run in the layout it trained in (train.channels_last, resolved at its start)
         model.to(memory_format=torch.channels_last)
     return LoadedModel(model, cfg, p, int(payload.get("step", 0)))

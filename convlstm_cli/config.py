@@ -82,7 +82,8 @@ class TrainConfig:
     hard_pixels: float = 0.0  # add the mean |error| of this share of each frame's worst pixels (0: off)
     hard_weight: float = 0.1  # ... weighted this much against the loss (see convlstm_cli.losses)
     precision: str = "auto"  # auto (bf16 where supported) | bf16 | fp32
-    channels_last: bool = True
+    # memory layout; auto = channels_last on a GPU or in bf16, else the faster of the two timed (layout.py)
+    channels_last: bool | str = "auto"  # auto | true | false
     # torch.compile the model; auto = on a GPU only (see device.resolve_compile)
     compile: bool | str = "auto"  # auto | true | false
     # torch.compile mode; "reduce-overhead" also replays each step as CUDA graphs (cuda only)
@@ -323,6 +324,8 @@ def load_config(path: str | Path | None = None, sets: list[str] | None = None, b
 
 # What a checkpoint fixes: its weights and its streams' positions only fit these values.
 FIXED_ON_RESUME = ("model.", "data.size", "data.channels", "data.context", "data.stride", "data.batch_size")
+# What a run resolves at its start and saves resolved: a config's "auto" there matches its choice.
+RESOLVED_AT_START = ("train.channels_last",)
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -356,7 +359,8 @@ def resume_config(saved: dict, path: str | Path | None = None, sets: list[str] |
     if not path:
         return cfg
     theirs = flatten(to_dict(load_config(path, sets, **overrides)))
-    diff = sorted(k for k in ours if ours[k] != theirs.get(k))
+    diff = sorted(k for k in ours if ours[k] != theirs.get(k)
+                  and not (k in RESOLVED_AT_START and theirs.get(k) == "auto"))
     if not diff:
         return cfg
     shown = ", ".join(f"{k}: run {ours[k]!r}, {Path(str(path)).stem} {theirs[k]!r}" for k in diff[:6])
@@ -452,10 +456,6 @@ def check(cfg: RunConfig) -> None:
         raise ConfigError(f"config key data.range: [lo, hi] with lo < hi, got {list(d.range)}")
     if not 0.0 < d.val_tail < 1.0:
         raise ConfigError(f"config key data.val_tail: must be in (0, 1), got {d.val_tail}")
-    if isinstance(d.cache, str) and d.cache != "auto":
-        raise ConfigError(f"config key data.cache: auto, true or false, got {d.cache!r}")
-    if isinstance(t.compile, str) and t.compile != "auto":
-        raise ConfigError(f"config key train.compile: auto, true or false, got {t.compile!r}")
     if not 0.0 <= t.hard_pixels <= 1.0 or t.hard_weight < 0:
         raise ConfigError(f"config key train.hard_pixels: a share in [0, 1] (hard_weight >= 0), "
                           f"got {t.hard_pixels} ({t.hard_weight})")
@@ -493,12 +493,20 @@ CHOICES = {
 }
 
 
+AUTO_OR_BOOL = ("data.cache", "train.compile", "train.channels_last")  # typed bool | str
+
+
 def _check_choices(cfg: RunConfig) -> None:
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise ConfigError(f"config key {key}: one of {', '.join(allowed)}, got {value!r}")
+    for key in AUTO_OR_BOOL:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if isinstance(value, str) and value != "auto":
+            raise ConfigError(f"config key {key}: auto, true or false, got {value!r}")
 
 
 def dump_yaml(cfg: RunConfig, path: str | Path) -> None:

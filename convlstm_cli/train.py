@@ -18,6 +18,7 @@ from convlstm_cli.config import RunConfig, dump_yaml
 from convlstm_cli.data.window import Window
 from convlstm_cli.device import fallback_note, resolve_device
 from convlstm_cli.errors import InputError
+from convlstm_cli.layout import layout_note
 from convlstm_cli.runlog import RunLog, truncate_metrics
 from convlstm_cli.trainer import RunResult, Trainer, TrainingDiverged
 
@@ -137,9 +138,10 @@ def train(video_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
     try:
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            dump_yaml(cfg, run_dir / "config.yaml")
         train_videos, val_videos = find_videos(video_dir, cfg, log)
         trainer = Trainer(cfg, train_videos, val_videos, run_dir, info, log)
+        if info.is_main:  # after the trainer has resolved what it chose (train.channels_last)
+            dump_yaml(cfg, run_dir / "config.yaml")
         if resume is not None:
             note = trainer.load_state_dict(resume.payload)
             log.print(f"resumed {resume.path} at step {trainer.step_count} ({note})")
@@ -149,7 +151,7 @@ def train(video_dir: str | Path, cfg: RunConfig, out: str | Path | None = None,
         log.print(
             f"training on {len(train_videos)} videos ({len(val_videos)} for validation), device "
             f"{trainer.device.type}, precision {trainer.precision}{f' ({fell_back})' if fell_back else ''}, "
-            f"{info.world_size} process(es) → {run_dir}"
+            f"layout {layout_note(trainer.layout)}, {info.world_size} process(es) → {run_dir}"
         )
         result = trainer.run(video_dir)
         clean = True

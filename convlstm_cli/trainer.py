@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from convlstm_cli import checkpoint, distributed
+from convlstm_cli import checkpoint, distributed, layout
 from convlstm_cli.blackout import blackout, key_seed
 from convlstm_cli.config import RunConfig, detach_every_at, detach_schedule, to_dict
 from convlstm_cli.curves import plot_curves
@@ -32,6 +32,7 @@ from convlstm_cli.device import autocast, resolve_compile, resolve_device, resol
 from convlstm_cli.ema import EMA
 from convlstm_cli.errors import InputError
 from convlstm_cli.evaluate import evaluate
+from convlstm_cli.layout import LayoutChoice
 from convlstm_cli.losses import make_loss
 from convlstm_cli.model.forecaster import EncoderForecaster, EveryStep
 from convlstm_cli.model.state import StreamState
@@ -149,9 +150,11 @@ class Trainer:
     def _build_model(self) -> None:
         t = self.cfg.train
         self.model = EncoderForecaster.from_config(self.cfg.model).to(self.device)
-        if t.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
         self.net: torch.nn.Module = EveryStep(self.model) if t.dense_loss else self.model
+        self.layout = self._choose_layout()
+        if self.layout.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        t.channels_last = self.layout.channels_last  # resolved: config.yaml and checkpoints keep it
         self.loss_fn = make_loss(t.loss, t.hard_pixels, t.hard_weight)
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -164,6 +167,14 @@ class Trainer:
         if self.compiled:
             mode = t.compile_mode if t.compile_mode != "reduce-overhead" or self.graphs else "default"
             self.net = torch.compile(self.net, mode=mode)
+
+    def _choose_layout(self) -> LayoutChoice:
+        """train.channels_last, resolved (`convlstm_cli.layout`); rank 0's choice on every rank."""
+        d = self.cfg.data
+        shape = (d.batch_size, d.context, d.channels, *d.hw())
+        choice = layout.choose(self.cfg.train.channels_last, self.model, self.net, shape, self.device,
+                               self.precision, lambda: autocast(self.device, self.precision))
+        return distributed.broadcast(self.info, choice)
 
     def _build_streamer(self, videos: list):
         from convlstm_cli.data.cache import plan_cache
