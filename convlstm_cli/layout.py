@@ -3,11 +3,12 @@
 Why time it: in fp32 on a CPU the faster layout depends on the model and the CPU (oneDNN's NHWC and
 NCHW convolution kernels). `convlstm bench` measured the openstl-s training step 23 % slower in
 channels_last on a 2-core AVX2 EPYC, 9 % slower on the AMX Xeon and 2 % faster on the AVX-512 EPYC;
-the default model's step was 5-9 % faster in it on all three. In bf16 (AMX: 2-4×) and on GPUs channels_last wins by far, so auto
-takes it there without timing. Like `cudnn.benchmark`, which times convolution algorithms once for
-fixed shapes, the timing runs once at the start: a forward and backward of one chunk at the
-training shape in each layout, alternated. The layouts give the same forward values and gradients
-equal to ~1e-8; the choice is written into the run's config so that a resumed run keeps it.
+the default model's step was 5-9 % faster in it on all three. In bf16 (AMX: 2-4×) and on GPUs
+channels_last wins by far, so auto takes it there without timing. Like `cudnn.benchmark`, which
+times convolution algorithms once for fixed shapes, the timing runs once at the start: a forward
+and backward of one chunk at the training shape in each layout, alternated. The layouts give the
+same forward values and gradients equal to ~1e-8; the choice is written into the run's config so
+that a resumed run keeps it.
 """
 
 from __future__ import annotations
@@ -54,19 +55,28 @@ def step_seconds(model: nn.Module, net: Callable, frames: Tensor, amp: Callable)
     return time.perf_counter() - start
 
 
+LONG_STEP_S = 5.0  # steps this long vary by a few per cent: one timed step per layout is enough
+
+
 def time_layouts(model: nn.Module, net: Callable, frames: Tensor, amp: Callable,
                  repeats: int = 2) -> dict[bool, float]:
     """Best seconds of a step in each layout ({channels_last: seconds}), alternated so that a
     neighbour's load or a clock change falls on both; each layout's first step (its kernels'
-    set-up) is not counted. The model is left in NCHW."""
+    set-up) is not counted, and a model whose set-up steps both took over LONG_STEP_S is timed
+    once more per layout instead of `repeats` times. The model is left in NCHW."""
+    first = {cl: _step_in(model, cl, net, frames, amp) for cl in (False, True)}
+    rounds = 1 if min(first.values()) > LONG_STEP_S else repeats
     best = {False: float("inf"), True: float("inf")}
-    for i in range(repeats + 1):
+    for _ in range(rounds):
         for cl in (False, True):
-            model.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
-            seconds = step_seconds(model, net, frames, amp)
-            best[cl] = min(best[cl], seconds) if i else best[cl]
+            best[cl] = min(best[cl], _step_in(model, cl, net, frames, amp))
     model.to(memory_format=torch.contiguous_format)
     return best
+
+
+def _step_in(model: nn.Module, channels_last: bool, net: Callable, frames: Tensor, amp: Callable) -> float:
+    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return step_seconds(model, net, frames, amp)
 
 
 def choose(setting: bool | str, model: nn.Module, net: Callable, shape: tuple[int, ...], device: torch.device,
@@ -86,7 +96,8 @@ def choose(setting: bool | str, model: nn.Module, net: Callable, shape: tuple[in
     frames = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(device)
     best = time_layouts(model, net, frames, amp)
     ms = {k: round(v * 1000) for k, v in best.items()}
-    return LayoutChoice(best[True] <= best[False], f"auto, timed: a step {ms[True]:,} ms in channels_last, {ms[False]:,} in NCHW")
+    why = f"auto, timed: a chunk {ms[True]:,} ms in channels_last, {ms[False]:,} in NCHW"
+    return LayoutChoice(best[True] <= best[False], why)
 
 
 def layout_note(choice: LayoutChoice) -> str:

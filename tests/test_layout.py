@@ -44,25 +44,27 @@ def test_known_layouts_need_no_timing():
 
 
 @pytest.mark.parametrize("slow", [False, True])
-def test_auto_keeps_the_faster_layout_and_leaves_the_model_in_nchw(monkeypatch, slow):
+@pytest.mark.parametrize("setup_s", [4.0, 10.0])
+def test_auto_keeps_the_faster_layout_and_leaves_the_model_in_nchw(monkeypatch, slow, setup_s):
     # Step times replaced by ones that depend on the layout the model is really in when timed:
-    # the layout `slow` costs 3 s, the other 1 s, and each layout's first (set-up) step 10 s, which
-    # must not be counted.
+    # the layout `slow` costs 3 s, the other 1 s, and each layout's first (set-up) step `setup_s`,
+    # which must not be counted; set-up steps over LONG_STEP_S mean one timed step each, not two.
     model, net = tiny_model()
     seen = []
 
     def fake_seconds(m, n, frames, amp):
         cl = is_channels_last(m)
         seen.append(cl)
-        return 10.0 if seen.count(cl) == 1 else (3.0 if cl is slow else 1.0)
+        return setup_s if seen.count(cl) == 1 else (3.0 if cl is slow else 1.0)
 
     monkeypatch.setattr(layout, "step_seconds", fake_seconds)
     choice = layout.choose("auto", model, net, (2, 3, 1, 16, 16), torch.device("cpu"), "fp32",
                            lambda: torch.autocast("cpu", enabled=False))
     assert choice.channels_last is (not slow)
-    assert seen == [False, True] * 3  # alternated, a set-up step and two timed steps each
+    rounds = 1 if setup_s > layout.LONG_STEP_S else 2
+    assert seen == [False, True] * (1 + rounds)  # alternated: a set-up step, then the timed ones
     cl_ms, nchw_ms = (3000, 1000) if slow else (1000, 3000)
-    assert f"a step {cl_ms:,} ms in channels_last, {nchw_ms:,} in NCHW" in choice.why
+    assert f"a chunk {cl_ms:,} ms in channels_last, {nchw_ms:,} in NCHW" in choice.why
     assert not is_channels_last(model)  # the caller converts it to the chosen layout
 
 
