@@ -496,15 +496,18 @@ CHOICES = {
 AUTO_OR_BOOL = ("data.cache", "train.compile", "train.channels_last")  # typed bool | str
 
 
+def _value(cfg: RunConfig, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
 def _check_choices(cfg: RunConfig) -> None:
     for key, allowed in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        value = _value(cfg, key)
         if value not in allowed:
             raise ConfigError(f"config key {key}: one of {', '.join(allowed)}, got {value!r}")
     for key in AUTO_OR_BOOL:
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        value = _value(cfg, key)
         if isinstance(value, str) and value != "auto":
             raise ConfigError(f"config key {key}: auto, true or false, got {value!r}")
 
