@@ -49,3 +49,13 @@ def shapes_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shapes")
     make_dataset(root, num=3, frames=24, size=32, seed=3)
     return root
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    """Six 40-frame 32x32 bouncing-shapes videos from `make_dataset`, written once per test module."""
+    from convlstm_cli.data.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("videos")
+    make_dataset(root, num=6, frames=40, size=32, seed=1)
+    return root

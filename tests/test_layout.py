@@ -14,15 +14,6 @@ from convlstm_cli.errors import ConfigError
 from convlstm_cli.model.forecaster import EncoderForecaster, EveryStep
 
 
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory):
-    from convlstm_cli.data.synthetic import make_dataset
-
-    root = tmp_path_factory.mktemp("videos")
-    make_dataset(root, num=6, frames=40, size=32, seed=1)
-    return root
-
-
 def tiny_model():
     torch.manual_seed(0)
     model = EncoderForecaster(in_channels=1, hidden_channels=(4, 8), stem_channels=4, horizon=2)

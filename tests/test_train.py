@@ -29,15 +29,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory) -> Path:
-    from convlstm_cli.data.synthetic import make_dataset
-
-    root = tmp_path_factory.mktemp("videos")
-    make_dataset(root, num=6, frames=40, size=32, seed=1)
-    return root
-
-
 def read_metrics(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
